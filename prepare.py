@@ -1,0 +1,418 @@
+"""
+Turn a text corpus into data/<name>/train.bin and val.bin: flat uint16 token ids that train.py
+reads with np.memmap, plus meta.pkl (vocab_size, stoi, itos) when the vocabulary is characters.
+
+$ python prepare.py                          # stdlib: Python's own *.py files, chars, no network
+$ python prepare.py shakespeare_char         # Tiny Shakespeare, characters (downloaded once)
+$ python prepare.py shakespeare              # Tiny Shakespeare, GPT-2 BPE
+$ python prepare.py mine --input=notes/ --tokenizer=char  # your own file, or folder of .txt files
+$ python prepare.py fineweb_edu --max_shards=2            # FineWeb-Edu sample-10BT, GPT-2 BPE
+
+Splits. One text file: the first 90% of its bytes is train and the rest val, as nanoGPT does.
+A folder: whole files go to val, picked by a seeded hash of their path in the folder, so no val
+document is ever trained on; each split keeps its files in name order. FineWeb: a document goes
+to val when a seeded hash of its text says so, which also keeps duplicates in one split.
+With GPT-2 BPE every document of a folder or of FineWeb starts with <|endoftext|> (50256), like
+llm.c, so the token after an EOT always begins a document; a single file gets no EOT at all.
+Bytes that are not UTF-8 become U+FFFD, with one warning line per file that had any.
+"""
+import codecs
+import collections
+import difflib
+import glob
+import hashlib
+import json
+import os
+import pickle
+import signal
+import sys
+import sysconfig
+import time
+from concurrent.futures import ThreadPoolExecutor
+from multiprocessing import Pool
+
+import numpy as np
+
+SHAKESPEARE_URL = 'https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt'
+FINEWEB_REPO, FINEWEB_DIR = 'HuggingFaceFW/fineweb-edu', 'sample/10BT/'
+EOT = 50256  # <|endoftext|> in GPT-2 BPE
+CHUNK = 1 << 20  # bytes of text per task for the workers: big enough to hide the IPC cost
+DEFAULTS = dict(
+    input='',  # a local file or folder; every dataset takes one, so all of them work offline
+    tokenizer='gpt2',  # gpt2 or char
+    glob='**/*.txt',  # which files of an --input folder to read
+    out_dir='data',  # outputs go to <out_dir>/<dataset>/
+    val_frac=0.1,
+    seed=1337,
+    max_shards=0,  # fineweb_edu: stop after this many shards (0: all of them)
+    workers=os.cpu_count() or 1,
+)
+
+# -----------------------------------------------------------------------------
+# reading text: in pieces cut where GPT-2's tokenizer would cut anyway
+
+def safe_cut(buf: bytes) -> int:
+    # GPT-2's pre-tokenizer regex never joins text across the point just before a newline that
+    # is followed by a printable ASCII character, so encoding the pieces one by one gives the
+    # same ids as encoding the whole text at once.
+    i = len(buf) - 1
+    while (i := buf.rfind(b'\n', 0, i)) > 0:
+        if 0x21 <= buf[i + 1] <= 0x7e:
+            return i
+    i = buf.rfind(b'\n') + 1  # no such point (one huge line?): any newline, else a char start
+    if i > 0:
+        return i
+    i = len(buf) - 1
+    while i > 0 and buf[i] & 0xC0 == 0x80:
+        i -= 1
+    return i or len(buf)
+
+def chunks(path: str, start: int, end: int):
+    """Yield bytes [start, end) of a file in pieces of about CHUNK bytes, never all of it."""
+    with open(path, 'rb') as f:
+        f.seek(start)
+        buf, left = b'', end - start
+        while left > 0:
+            data = f.read(min(CHUNK, left))
+            if not data:
+                break
+            left -= len(data)
+            buf += data
+            if left > 0:
+                cut = safe_cut(buf)
+                yield buf[:cut]
+                buf = buf[cut:]
+        if buf:
+            yield buf
+
+bad = 0  # undecodable bytes met by the last decode() in this process
+
+def count_bad(err: UnicodeDecodeError):  # errors='replace', but counting what it replaced
+    global bad
+    bad += err.end - err.start
+    return '\ufffd', err.end
+
+codecs.register_error('prepare_count', count_bad)
+
+def decode(data: bytes) -> tuple[str, int]:
+    # bytes, not text mode: newline translation would turn \r\n into \n and break the round trip
+    global bad
+    bad = 0
+    return data.decode('utf-8', 'prepare_count'), bad
+
+def rank(s: str, seed: int) -> int:
+    # a seeded hash, stable across machines and library versions, unlike a seeded permutation
+    h = hashlib.blake2b(s.encode('utf-8', 'surrogatepass'), digest_size=8, key=str(seed).encode())
+    return int.from_bytes(h.digest(), 'little')
+
+# -----------------------------------------------------------------------------
+# the workers
+
+tok = None  # in each worker: a tiktoken Encoding, or a code point -> id lookup table for chars
+
+def init(tokenizer: str, lut) -> None:
+    global tok
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the main process's business
+    tok = lut if tokenizer == 'char' else load_gpt2()
+
+def encode(text: str) -> np.ndarray:
+    if isinstance(tok, np.ndarray):
+        return tok[np.frombuffer(text.encode('utf-32-le'), np.uint32)]
+    return np.array(tok.encode_ordinary(text), np.uint16)
+
+def encode_chunk(task: tuple[str, bytes, bool]) -> tuple[str, np.ndarray, int]:
+    path, data, eot = task
+    text, n_bad = decode(data)
+    ids = encode(text)
+    return path, (np.concatenate(([EOT], ids)).astype(np.uint16) if eot else ids), n_bad
+
+def encode_docs(task: tuple[list[str], int, float]) -> dict[str, np.ndarray]:
+    texts, seed, val_frac = task
+    ids = {'train': [], 'val': []}
+    for t in texts:
+        ids['val' if rank(t, seed) < val_frac * 2**64 else 'train'] += [EOT] + tok.encode_ordinary(t)
+    return {k: np.array(v, np.uint16) for k, v in ids.items()}
+
+def ordered(pool, fn, tasks, depth: int):
+    # pool.imap, but never more than `depth` tasks ahead: imap drains its input as fast as the
+    # disk allows, and memory would grow with the corpus
+    pending = collections.deque()
+    for t in tasks:
+        pending.append(pool.apply_async(fn, (t,)))
+        if len(pending) >= depth:
+            yield pending.popleft().get()
+    while pending:
+        yield pending.popleft().get()
+
+def load_gpt2():
+    import tiktoken
+    try:
+        return tiktoken.get_encoding('gpt2')
+    except Exception as e:  # tiktoken fetches its files on first use; any failure means the same
+        raise SystemExit(f"prepare.py: cannot load the GPT-2 BPE ({type(e).__name__}): connect once, "
+                         "or set TIKTOKEN_CACHE_DIR to a tiktoken cache, or pass --tokenizer=char")
+
+class Progress:  # one line, rewritten at most once a second
+    def __init__(self): self.t0 = self.last = time.time()
+    def __call__(self, msg: str, n: int, end=False):
+        if end or time.time() - self.last > 1:
+            self.last = time.time()
+            print(f"\r{msg}: {n:,} tokens, {n / max(self.last - self.t0, 1e-9):,.0f} tok/s", end='\n' if end else '', flush=True)
+
+# -----------------------------------------------------------------------------
+# datasets
+
+def split_docs(cfg: dict) -> dict[str, list[tuple[str, int, int]]]:
+    """The byte ranges (path, start, end) that make up each split."""
+    src, fix = cfg['input'], "pass --input=FILE or a folder of .txt files"
+    if os.path.isdir(src):
+        paths = sorted(p for p in glob.glob(os.path.join(src, cfg['glob']), recursive=True) if os.path.isfile(p))
+        if not paths:
+            raise SystemExit(f"prepare.py: no text files ({cfg['glob']}) in {src}: {fix}")
+    elif os.path.isfile(src):
+        paths = [src]
+    else:
+        raise SystemExit(f"prepare.py: no such file or folder {src!r}: {fix}")
+    sizes = [os.path.getsize(p) for p in paths]
+    if sum(sizes) == 0:
+        raise SystemExit(f"prepare.py: {src} is empty: {fix}")
+    if len(paths) == 1:  # one document: split by position, at a character boundary
+        n = sizes[0]
+        s = int(n * (1 - cfg['val_frac']))
+        with open(paths[0], 'rb') as f:
+            f.seek(s)
+            while s < n and f.read(1)[0] & 0xC0 == 0x80:
+                s += 1
+        if s == 0:
+            raise SystemExit(f"prepare.py: {src} is too small to split: {fix}")
+        return {'train': [(paths[0], 0, s)], 'val': [(paths[0], s, n)]}
+    n_val = min(len(paths) - 1, max(1, round(len(paths) * cfg['val_frac']))) if cfg['val_frac'] else 0
+    val = set(sorted(paths, key=lambda p: rank(os.path.relpath(p, src), cfg['seed']))[:n_val])
+    docs = [(p, 0, n) for p, n in zip(paths, sizes)]
+    return {'train': [d for d in docs if d[0] not in val], 'val': [d for d in docs if d[0] in val]}
+
+def prepare_text(cfg: dict, out: str) -> None:
+    splits = split_docs(cfg)
+    docs = splits['train'] + splits['val']
+    eot = cfg['tokenizer'] == 'gpt2' and len(docs) > 1 and docs[0][0] != docs[1][0]  # many files
+    meta = lut = None
+    if cfg['tokenizer'] == 'char':  # a first pass for the vocabulary, chunk by chunk
+        chars = set()
+        for p, a, b in docs:
+            for data in chunks(p, a, b):
+                chars.update(decode(data)[0])
+        chars = sorted(chars)
+        if len(chars) > 1 << 16:
+            raise SystemExit(f"prepare.py: {len(chars):,} distinct characters, more than the 65,536 ids "
+                             "uint16 can hold: pass --tokenizer=gpt2")
+        meta = dict(vocab_size=len(chars), stoi={c: i for i, c in enumerate(chars)}, itos=dict(enumerate(chars)))
+        lut = np.zeros(0x110000, np.uint16)
+        lut[[ord(c) for c in chars]] = np.arange(len(chars))
+    else:
+        load_gpt2()  # fail here with one line, not in every worker
+    os.makedirs(out, exist_ok=True)
+    counts, n_bad = {}, collections.Counter()
+    with Pool(cfg['workers'], init, (cfg['tokenizer'], lut)) as pool:
+        for split, docs in splits.items():
+            tasks = ((p, data, eot and i == 0) for p, a, b in docs for i, data in enumerate(chunks(p, a, b)))
+            n, progress = 0, Progress()
+            with open(os.path.join(out, f'{split}.bin.tmp'), 'wb') as f:
+                for p, ids, nb in ordered(pool, encode_chunk, tasks, 2 * cfg['workers'] + 2):
+                    ids.tofile(f)
+                    n, n_bad[p] = n + len(ids), n_bad[p] + nb
+                    progress(split, n)
+            progress(split, n, end=True)
+            counts[split] = n
+    for p, nb in n_bad.items():
+        if nb:
+            print(f"prepare.py: warning: {p}: {nb:,} undecodable bytes replaced with U+FFFD")
+    finish(out, counts, meta)
+
+def prepare_shakespeare(cfg: dict, out: str) -> None:
+    if not cfg['input']:  # download once, next to the outputs, as nanoGPT does
+        cfg['input'] = os.path.join(out, 'input.txt')
+        if not os.path.exists(cfg['input']):
+            import requests
+            try:
+                r = requests.get(SHAKESPEARE_URL, timeout=30)
+                r.raise_for_status()
+            except requests.RequestException as e:
+                raise SystemExit(f"prepare.py: cannot download {SHAKESPEARE_URL} ({type(e).__name__}): "
+                                 "pass --input=PATH to a local copy of Tiny Shakespeare")
+            os.makedirs(out, exist_ok=True)
+            with open(cfg['input'] + '.tmp', 'wb') as f:
+                f.write(r.content)
+            os.replace(cfg['input'] + '.tmp', cfg['input'])
+    prepare_text(cfg, out)
+
+def read_shard(path: str):
+    """The documents of one .parquet or .jsonl shard, a batch of rows at a time."""
+    if path.endswith('.jsonl'):
+        with open(path, encoding='utf-8') as f:
+            yield from (json.loads(line)['text'] for line in f if line.strip())
+    else:
+        import pyarrow.parquet as pq
+        for batch in pq.ParquetFile(path).iter_batches(batch_size=1024, columns=['text']):
+            yield from batch.column(0).to_pylist()
+
+def batches(texts, size: int = CHUNK):  # documents grouped into tasks of about `size` chars
+    batch, n = [], 0
+    for t in texts:
+        batch.append(t)
+        n += len(t)
+        if n >= size:
+            yield batch
+            batch, n = [], 0
+    if batch:
+        yield batch
+
+def prepare_fineweb(cfg: dict, out: str) -> None:
+    if cfg['tokenizer'] != 'gpt2':
+        raise SystemExit("prepare.py: fineweb_edu is GPT-2 BPE only: drop --tokenizer")
+    local, fix = cfg['input'], "check the network, or pass --input=DIR of .parquet/.jsonl shards"
+    if local:
+        shards = sorted(glob.glob(os.path.join(local, '*.parquet')) + glob.glob(os.path.join(local, '*.jsonl')))
+        if not shards:
+            raise SystemExit(f"prepare.py: no .parquet or .jsonl shards in {local!r}: pass --input=DIR of shards")
+    else:
+        from huggingface_hub import hf_hub_download, list_repo_files
+        try:  # the hub client raises many kinds of errors; for us they all mean "no network"
+            shards = sorted(f for f in list_repo_files(FINEWEB_REPO, repo_type='dataset')
+                            if f.startswith(FINEWEB_DIR) and f.endswith('.parquet'))
+        except Exception as e:
+            raise SystemExit(f"prepare.py: cannot list {FINEWEB_REPO} on the hub ({type(e).__name__}): {fix}")
+    shards = shards[:cfg['max_shards'] or None]
+    if any(s.endswith('.parquet') for s in shards):
+        try:
+            import pyarrow  # noqa: F401
+        except ImportError:
+            raise SystemExit("prepare.py: reading parquet shards needs pyarrow: pip install pyarrow")
+    load_gpt2()
+
+    def fetch(name: str) -> str:  # a downloaded shard is deleted once done, so disk stays small
+        if local:
+            return name
+        try:
+            return hf_hub_download(FINEWEB_REPO, name, repo_type='dataset', local_dir=os.path.join(out, 'shards'))
+        except Exception as e:
+            raise SystemExit(f"prepare.py: cannot download {name} from {FINEWEB_REPO} ({type(e).__name__}): {fix}")
+
+    # resume: progress.json lists the finished shards and the length of each .bin.tmp after them;
+    # whatever an interrupted shard appended beyond that is cut off and the shard done again
+    os.makedirs(out, exist_ok=True)
+    state_path, tmp = os.path.join(out, 'progress.json'), {s: os.path.join(out, f'{s}.bin.tmp') for s in ('train', 'val')}
+    state = dict(done=[], train=0, val=0, seed=cfg['seed'], val_frac=cfg['val_frac'])
+    if os.path.exists(state_path):
+        with open(state_path) as f:
+            old = json.load(f)
+        if all(old[k] == state[k] for k in ('seed', 'val_frac')) and \
+                all(os.path.exists(tmp[s]) and os.path.getsize(tmp[s]) >= old[s] for s in tmp):
+            state = old
+            print(f"resuming after {len(state['done'])} finished shards")
+    files = {s: open(tmp[s], 'r+b' if state['done'] else 'wb') for s in tmp}
+    for s, f in files.items():
+        f.truncate(state[s])
+        f.seek(state[s])
+    todo = [s for s in shards if s not in state['done']]
+    with Pool(cfg['workers'], init, ('gpt2', None)) as pool, ThreadPoolExecutor(1) as ex:
+        nxt = ex.submit(fetch, todo[0]) if todo else None
+        for i, name in enumerate(todo):
+            path = nxt.result()
+            if i + 1 < len(todo):  # download the next shard while this one is tokenized
+                nxt = ex.submit(fetch, todo[i + 1])
+            progress, n = Progress(), 0
+            label = f"shard {shards.index(name) + 1}/{len(shards)} {os.path.basename(name)}"
+            tasks = ((b, cfg['seed'], cfg['val_frac']) for b in batches(read_shard(path)))
+            for ids in ordered(pool, encode_docs, tasks, 2 * cfg['workers'] + 2):
+                for s, f in files.items():
+                    ids[s].tofile(f)
+                n += len(ids['train']) + len(ids['val'])
+                progress(label, n)
+            progress(label, n, end=True)
+            for s, f in files.items():
+                f.flush()
+                os.fsync(f.fileno())
+                state[s] = f.tell()
+            state['done'].append(name)
+            with open(state_path + '.tmp', 'w') as f:
+                json.dump(state, f)
+            os.replace(state_path + '.tmp', state_path)
+            if not local:
+                os.remove(path)
+    for f in files.values():
+        f.close()
+    finish(out, {s: state[s] // 2 for s in tmp}, None)
+    os.remove(state_path)
+
+def finish(out: str, counts: dict[str, int], meta: dict | None) -> None:
+    """Rename the outputs into place: until now only *.tmp files existed."""
+    meta_path = os.path.join(out, 'meta.pkl')
+    if meta is not None:
+        with open(meta_path + '.tmp', 'wb') as f:
+            pickle.dump(meta, f)
+        os.replace(meta_path + '.tmp', meta_path)
+    elif os.path.exists(meta_path):  # a stale char vocabulary would make sample.py misread BPE ids
+        os.remove(meta_path)
+    for split, n in counts.items():
+        path = os.path.join(out, f'{split}.bin')
+        os.replace(path + '.tmp', path)
+        print(f"{split}: {n:,} tokens -> {path}")
+
+DATASETS = {  # name -> (function, its defaults); any other name is the user's own --input
+    'stdlib': (prepare_text, dict(input=sysconfig.get_paths()['stdlib'], glob='*.py', tokenizer='char')),
+    'shakespeare_char': (prepare_shakespeare, dict(tokenizer='char')),
+    'shakespeare': (prepare_shakespeare, {}),
+    'fineweb_edu': (prepare_fineweb, dict(val_frac=0.001)),  # 0.1% of 10B tokens is plenty of val
+}
+
+# -----------------------------------------------------------------------------
+
+def parse(argv: list[str]) -> tuple[str, dict]:
+    names = [a for a in argv if not a.startswith('--')]
+    if len(names) > 1:
+        raise SystemExit(f"prepare.py: one dataset at a time, got {' '.join(names)}")
+    name = names[0] if names else 'stdlib'
+    cfg = {**DEFAULTS, **DATASETS.get(name, (None, {}))[1]}
+    for a in argv:
+        if not a.startswith('--'):
+            continue
+        key, eq, val = a[2:].partition('=')
+        if key not in DEFAULTS:
+            close = difflib.get_close_matches(key, DEFAULTS, 1)
+            hint = f"did you mean --{close[0]}?" if close else "options: " + ' '.join(f'--{k}' for k in DEFAULTS)
+            raise SystemExit(f"prepare.py: unknown option --{key}; {hint}")
+        try:
+            cfg[key] = type(DEFAULTS[key])(val if eq else '')
+        except ValueError:
+            raise SystemExit(f"prepare.py: --{key} takes a {type(DEFAULTS[key]).__name__}, got {val!r}")
+    if name not in DATASETS and not cfg['input']:
+        close = difflib.get_close_matches(name, DATASETS, 1)
+        hint = f"did you mean {close[0]}? " if close else ""
+        raise SystemExit(f"prepare.py: unknown dataset {name!r}: {hint}pick one of {', '.join(DATASETS)}, or pass --input=PATH")
+    if cfg['tokenizer'] not in ('gpt2', 'char'):
+        raise SystemExit(f"prepare.py: --tokenizer is gpt2 or char, got {cfg['tokenizer']!r}")
+    if not 0 <= cfg['val_frac'] < 1 or cfg['workers'] < 1:
+        raise SystemExit("prepare.py: --val_frac must be in [0, 1) and --workers at least 1")
+    return name, cfg
+
+def main(argv: list[str]) -> None:
+    name, cfg = parse(argv)
+    out = os.path.join(cfg['out_dir'], name)
+    made = not os.path.isdir(out)
+    try:
+        DATASETS.get(name, (prepare_text,))[0](cfg, out)
+    except BaseException:  # leave no half-written output, except what a fineweb run resumes from
+        if not os.path.exists(os.path.join(out, 'progress.json')):
+            for p in glob.glob(os.path.join(out, '*.tmp')):
+                os.remove(p)
+            if made and os.path.isdir(out) and not os.listdir(out):
+                os.rmdir(out)
+        raise
+
+if __name__ == '__main__':
+    try:
+        main(sys.argv[1:])
+    except KeyboardInterrupt:
+        raise SystemExit("\nprepare.py: interrupted; run it again (fineweb_edu resumes where it stopped)")
+    except OSError as e:
+        raise SystemExit(f"prepare.py: {e}")
