@@ -255,12 +255,12 @@ def read_shard(path: str):
         for batch in pq.ParquetFile(path).iter_batches(batch_size=1024, columns=['text']):
             yield from batch.column(0).to_pylist()
 
-def batches(texts, size: int = CHUNK):  # documents grouped into tasks of about `size` chars
+def batches(texts):  # documents grouped into tasks of about CHUNK characters
     batch, n = [], 0
     for t in texts:
         batch.append(t)
         n += len(t)
-        if n >= size:
+        if n >= CHUNK:
             yield batch
             batch, n = [], 0
     if batch:

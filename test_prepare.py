@@ -1,0 +1,309 @@
+"""Tests for prepare.py, offline: small corpora written here, GPT-2 BPE from TIKTOKEN_CACHE_DIR."""
+import json
+import os
+import pickle
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+HERE = Path(__file__).resolve().parent
+CACHE = HERE.parent / 'shared' / 'data' / 'tiktoken_cache'
+if 'TIKTOKEN_CACHE_DIR' not in os.environ and CACHE.is_dir():
+    os.environ['TIKTOKEN_CACHE_DIR'] = str(CACHE)
+sys.path.insert(0, str(HERE))
+import prepare  # noqa: E402
+
+SHAKESPEARE = HERE.parent / 'shared' / 'data' / 'tinyshakespeare' / 'input.txt'
+# non-ASCII, Windows line endings, indented lines, an empty line at the end
+TEXT = ("First Citizen:\r\nBefore we proceed any further, hear me speak.\r\n\r\n"
+        "Ünïcödé — «quotes», naïve café, 日本語のテキスト, emoji 🙂🚀\n"
+        "    indented line\n\tand a tab\n  \n" * 40 + "last line\n\n")
+
+
+@pytest.fixture(scope='module')
+def enc():
+    try:
+        import tiktoken
+        return tiktoken.get_encoding('gpt2')
+    except Exception as e:
+        pytest.skip(f"tiktoken cannot load the gpt2 encoding here ({e}); set TIKTOKEN_CACHE_DIR")
+
+
+def run(*args, cwd):
+    """prepare.py as a user runs it: (exit code, stdout, stderr)."""
+    p = subprocess.run([sys.executable, str(HERE / 'prepare.py'), *args, '--workers=2'],
+                       cwd=cwd, capture_output=True, text=True, timeout=120)
+    return p.returncode, p.stdout, p.stderr
+
+
+def bins(out):
+    return [np.memmap(out / f'{s}.bin', dtype=np.uint16, mode='r') for s in ('train', 'val')]
+
+
+def char_decode(out, ids):
+    with open(out / 'meta.pkl', 'rb') as f:
+        meta = pickle.load(f)
+    return ''.join(meta['itos'][int(i)] for i in ids)
+
+
+def write(path, data):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data if isinstance(data, bytes) else data.encode())
+    return path
+
+
+def files_under(path):
+    return sorted(str(p) for p in Path(path).rglob('*') if p.is_file())
+
+# -----------------------------------------------------------------------------
+# round trips
+
+
+def test_char_round_trip(tmp_path):
+    src = write(tmp_path / 'in.txt', TEXT)
+    rc, out, err = run('mine', f'--input={src}', '--tokenizer=char', cwd=tmp_path)
+    assert rc == 0, err
+    d = tmp_path / 'data' / 'mine'
+    train, val = bins(d)
+    assert char_decode(d, train) + char_decode(d, val) == TEXT
+    with open(d / 'meta.pkl', 'rb') as f:
+        meta = pickle.load(f)
+    assert set(meta) == {'vocab_size', 'stoi', 'itos'} and meta['vocab_size'] == len(set(TEXT))
+    assert type(meta['stoi']) is dict and type(meta['itos']) is dict
+    assert 'train: ' in out and 'val: ' in out
+
+
+def test_bpe_round_trip(tmp_path, enc):
+    src = write(tmp_path / 'in.txt', TEXT)
+    rc, out, err = run('mine', f'--input={src}', cwd=tmp_path)
+    assert rc == 0, err
+    d = tmp_path / 'data' / 'mine'
+    train, val = bins(d)
+    assert enc.decode_bytes(train.tolist()) + enc.decode_bytes(val.tolist()) == TEXT.encode()
+    assert not (d / 'meta.pkl').exists()  # no meta.pkl means GPT-2 BPE to train.py and sample.py
+
+
+@pytest.mark.parametrize('tokenizer', ['gpt2', 'char'])
+def test_small_chunks_change_nothing(tmp_path, monkeypatch, enc, tokenizer):
+    # cutting the text into many pieces must give exactly the ids of encoding it whole,
+    # even with multi-byte characters and lines that start with spaces around the cuts
+    text = TEXT * 3 + "x" * 500 + "🙂" * 300  # and a long line with no newline to cut at
+    src = write(tmp_path / 'in.txt', text)
+    monkeypatch.setattr(prepare, 'CHUNK', 97)
+    prepare.main(['mine', f'--input={src}', f'--tokenizer={tokenizer}', f'--out_dir={tmp_path}', '--workers=2'])
+    train, val = bins(tmp_path / 'mine')
+    split = int(len(text.encode()) * 0.9)
+    if tokenizer == 'gpt2':
+        raw = text.encode()
+        assert train.tolist() == enc.encode_ordinary(raw[:split].decode())
+        assert enc.decode_bytes(train.tolist()) + enc.decode_bytes(val.tolist()) == raw
+    else:
+        assert char_decode(tmp_path / 'mine', train) + char_decode(tmp_path / 'mine', val) == text
+
+
+def make_folder(root):
+    docs = {f'{i:02d}.txt': f"document {i}\r\nwith ünïcode {'é' * i}\n\n" * (i + 1) for i in range(12)}
+    docs['sub/deep.txt'] = "a file in a subfolder\n"
+    docs['notes.md'] = "not a .txt file, so not read\n"
+    for name, text in docs.items():
+        write(root / name, text)
+    return docs
+
+
+@pytest.mark.parametrize('tokenizer', ['gpt2', 'char'])
+def test_folder_round_trip(tmp_path, enc, tokenizer):
+    src = tmp_path / 'corpus'
+    make_folder(src)
+    rc, out, err = run('mine', f'--input={src}', f'--tokenizer={tokenizer}', cwd=tmp_path)
+    assert rc == 0, err
+    d = tmp_path / 'data' / 'mine'
+    splits = prepare.split_docs({**prepare.DEFAULTS, 'input': str(src)})
+    assert len(splits['val']) == 1 and len(splits['train']) == 12  # round(13 * 0.1) whole files
+    assert not {p for p, _, _ in splits['val']} & {p for p, _, _ in splits['train']}
+    assert all(a == 0 for _, a, _ in splits['train'] + splits['val'])
+    assert not any(p.endswith('.md') for p, _, _ in splits['train'] + splits['val'])
+    for split, ids in zip(('train', 'val'), bins(d)):
+        texts = [Path(p).read_bytes().decode() for p, _, _ in splits[split]]
+        if tokenizer == 'gpt2':  # each document starts with <|endoftext|>
+            assert enc.decode(ids.tolist()) == ''.join('<|endoftext|>' + t for t in texts)
+        else:
+            assert char_decode(d, ids) == ''.join(texts)
+
+
+def test_folder_split_is_seeded_and_stable(tmp_path):
+    make_folder(tmp_path / 'a')
+    shutil.copytree(tmp_path / 'a', tmp_path / 'elsewhere' / 'b')
+    val = lambda src, seed: [os.path.relpath(p, src) for p, _, _ in prepare.split_docs(
+        {**prepare.DEFAULTS, 'input': str(src), 'seed': seed, 'val_frac': 0.3})['val']]
+    assert val(tmp_path / 'a', 1337) == val(tmp_path / 'elsewhere' / 'b', 1337)  # path-independent
+    assert val(tmp_path / 'a', 1337) == val(tmp_path / 'a', 1337)
+    assert len(val(tmp_path / 'a', 1337)) == 4
+    assert any(val(tmp_path / 'a', 1337) != val(tmp_path / 'a', s) for s in range(5))
+
+
+@pytest.mark.skipif(not SHAKESPEARE.exists(), reason=f"no local Tiny Shakespeare at {SHAKESPEARE}")
+def test_shakespeare_matches_nanogpt(tmp_path, enc):
+    rc, out, err = run('shakespeare', f'--input={SHAKESPEARE}', cwd=tmp_path)
+    assert rc == 0, err
+    train, val = bins(tmp_path / 'data' / 'shakespeare')
+    assert (len(train), len(val)) == (301_966, 36_059)
+    assert enc.decode_bytes(train.tolist()) + enc.decode_bytes(val.tolist()) == SHAKESPEARE.read_bytes()
+    rc, out, err = run('shakespeare_char', f'--input={SHAKESPEARE}', cwd=tmp_path)
+    assert rc == 0, err
+    d = tmp_path / 'data' / 'shakespeare_char'
+    assert [len(b) for b in bins(d)] == [1_003_854, 111_540]
+    assert pickle.load(open(d / 'meta.pkl', 'rb'))['vocab_size'] == 65
+
+
+def test_stdlib_default_is_deterministic(tmp_path):
+    outs = []
+    for name in ('one', 'two'):
+        (tmp_path / name).mkdir()
+        rc, out, err = run(cwd=tmp_path / name)  # no dataset: stdlib, offline
+        assert rc == 0, err
+        d = tmp_path / name / 'data' / 'stdlib'
+        outs.append([(d / f).read_bytes() for f in ('train.bin', 'val.bin', 'meta.pkl')])
+    assert outs[0] == outs[1]
+    assert len(outs[0][0]) > 2_000_000 and len(outs[0][1]) > 100_000
+
+
+def test_undecodable_bytes_are_replaced_with_a_warning(tmp_path):
+    src = write(tmp_path / 'bad.txt', b"good text\n" * 20 + b"bad \xff\xfe bytes\n" + b"more\n" * 20)
+    rc, out, err = run('mine', f'--input={src}', '--tokenizer=char', cwd=tmp_path)
+    assert rc == 0, err
+    warning = [line for line in out.splitlines() if 'warning' in line]
+    assert warning == [f"prepare.py: warning: {src}: 2 undecodable bytes replaced with U+FFFD"]
+    d = tmp_path / 'data' / 'mine'
+    train, val = bins(d)
+    assert char_decode(d, train) + char_decode(d, val) == src.read_bytes().decode('utf-8', 'replace')
+
+# -----------------------------------------------------------------------------
+# bad input: one line that says what to do, and nothing left behind
+
+
+BAD = {
+    'missing': (lambda t: ['mine', f'--input={t}/nope.txt'], "no such file or folder"),
+    'empty file': (lambda t: ['mine', f'--input={write(t / "e.txt", b"")}'], "is empty"),
+    'empty folder': (lambda t: ['mine', f'--input={write(t / "d" / "x.bin", b"1") and t / "d"}'],
+                     "no text files (**/*.txt) in"),
+    'empty files': (lambda t: ['mine', f'--input={write(t / "d" / "a.txt", b"") and write(t / "d" / "b.txt", b"") and t / "d"}'],
+                    "is empty"),
+    'vocab too big': (lambda t: ['mine', '--tokenizer=char', f'--input={write(t / "big.txt", "".join(chr(c) for c in range(0x100, 0x100 + 70_000) if not 0xD800 <= c < 0xE000))}'],
+                      "more than the 65,536 ids uint16 can hold: pass --tokenizer=gpt2"),
+    'unknown key': (lambda t: ['shakespeare', '--max_shard=3'], "unknown option --max_shard; did you mean --max_shards?"),
+    'unknown dataset': (lambda t: ['shakespear'], "unknown dataset 'shakespear': did you mean shakespeare?"),
+    'bad value': (lambda t: ['stdlib', '--seed=abc'], "--seed takes a int"),
+    'bad tokenizer': (lambda t: ['stdlib', '--tokenizer=bpe'], "--tokenizer is gpt2 or char"),
+    'no shards': (lambda t: ['fineweb_edu', f'--input={t}'], "no .parquet or .jsonl shards in"),
+}
+
+
+@pytest.mark.parametrize('case', BAD)
+def test_bad_input(tmp_path, case):
+    args, message = BAD[case]
+    (tmp_path / 'in').mkdir()
+    rc, out, err = run(*args(tmp_path / 'in'), '--out_dir=out', cwd=tmp_path)
+    assert rc == 1
+    assert len(err.strip().splitlines()) == 1 and err.startswith('prepare.py: '), err
+    assert message in err
+    assert files_under(tmp_path / 'out') == []
+
+
+def test_failed_download_says_how_to_pass_input(tmp_path, monkeypatch):
+    monkeypatch.setattr(prepare, 'SHAKESPEARE_URL', 'http://127.0.0.1:9/input.txt')  # nothing listens
+    with pytest.raises(SystemExit) as e:
+        prepare.main(['shakespeare_char', f'--out_dir={tmp_path}'])
+    assert str(e.value).startswith('prepare.py: cannot download http://127.0.0.1:9/input.txt')
+    assert str(e.value).endswith('pass --input=PATH to a local copy of Tiny Shakespeare')
+    assert files_under(tmp_path) == []
+
+
+def test_interrupted_run_leaves_no_finished_looking_output(tmp_path, monkeypatch):
+    src = write(tmp_path / 'in.txt', TEXT * 10)
+    monkeypatch.setattr(prepare, 'CHUNK', 1000)
+
+    def explode(*a):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(prepare, 'finish', explode)  # everything written, nothing renamed
+    with pytest.raises(KeyboardInterrupt):
+        prepare.main(['mine', f'--input={src}', f'--out_dir={tmp_path / "out"}', '--tokenizer=char'])
+    assert files_under(tmp_path / 'out') == []
+
+# -----------------------------------------------------------------------------
+# fineweb_edu, on local shards: the same shard loop and resume logic as the hub download
+
+
+def docs_for(shard):
+    return [f"doc {shard}.{i}: " + "Ünïcode text, a few words. " * (i % 7 + 1) + "\r\nend\n" for i in range(60)]
+
+
+def write_jsonl(root, n=3):
+    for s in range(n):
+        write(root / f'{s:03d}.jsonl', ''.join(json.dumps({'text': t, 'id': i}) + '\n' for i, t in enumerate(docs_for(s))))
+
+
+def fineweb(tmp_path, src, name, *extra):
+    prepare.main(['fineweb_edu', f'--input={src}', f'--out_dir={tmp_path / name}', '--val_frac=0.2', '--workers=2', *extra])
+    return [(tmp_path / name / 'fineweb_edu' / f).read_bytes() for f in ('train.bin', 'val.bin')]
+
+
+def check_fineweb_docs(enc, out, n_shards):
+    texts = [enc.decode(np.frombuffer(b, np.uint16).tolist()) for b in out]
+    assert all(t.startswith('<|endoftext|>') for t in texts)  # EOT before each document
+    got = [t.split('<|endoftext|>')[1:] for t in texts]
+    want = [d for s in range(n_shards) for d in docs_for(s)]
+    assert sorted(got[0] + got[1]) == sorted(want) and got[1] and not set(got[0]) & set(got[1])
+    assert all(prepare.rank(d, 1337) < 0.2 * 2**64 for d in got[1])  # split by a seeded hash of the text
+
+
+def test_fineweb_jsonl_shards_and_resume(tmp_path, monkeypatch, enc):
+    write_jsonl(tmp_path / 'shards')
+    clean = fineweb(tmp_path, tmp_path / 'shards', 'clean')
+    check_fineweb_docs(enc, clean, 3)
+    assert fineweb(tmp_path, tmp_path / 'shards', 'two', '--max_shards=2') != clean
+    check_fineweb_docs(enc, fineweb(tmp_path, tmp_path / 'shards', 'two', '--max_shards=2'), 2)
+
+    read_shard, calls = prepare.read_shard, []
+
+    def interrupted(path):  # dies halfway through the second shard, after writing some of it
+        calls.append(path)
+        for i, t in enumerate(read_shard(path)):
+            if len(calls) == 2 and i == 50:
+                raise KeyboardInterrupt
+            yield t
+    monkeypatch.setattr(prepare, 'read_shard', interrupted)
+    monkeypatch.setattr(prepare, 'CHUNK', 500)  # small batches, so part of shard 2 reaches the .tmp
+    with pytest.raises(KeyboardInterrupt):
+        fineweb(tmp_path, tmp_path / 'shards', 'resumed')
+    out = tmp_path / 'resumed' / 'fineweb_edu'
+    assert not (out / 'train.bin').exists() and not (out / 'val.bin').exists()
+    state = json.loads((out / 'progress.json').read_text())
+    assert [os.path.basename(s) for s in state['done']] == ['000.jsonl']
+    assert (out / 'train.bin.tmp').stat().st_size > state['train']  # part of shard 2 got written
+    monkeypatch.setattr(prepare, 'read_shard', read_shard)
+    assert fineweb(tmp_path, tmp_path / 'shards', 'resumed') == clean
+    assert files_under(out) == [str(out / 'train.bin'), str(out / 'val.bin')]
+
+
+def test_fineweb_parquet_shards(tmp_path, enc):
+    pa = pytest.importorskip('pyarrow', reason="pyarrow is not installed: pip install pyarrow")
+    import pyarrow.parquet as pq
+    (tmp_path / 'pq').mkdir()
+    write_jsonl(tmp_path / 'jsonl')
+    for s in range(3):
+        pq.write_table(pa.table({'text': docs_for(s), 'id': list(range(60))}), tmp_path / 'pq' / f'{s:03d}.parquet', row_group_size=16)
+    out = fineweb(tmp_path, tmp_path / 'pq', 'pq')
+    check_fineweb_docs(enc, out, 3)
+    assert out == fineweb(tmp_path, tmp_path / 'jsonl', 'jsonl')
+
+
+def test_fineweb_without_pyarrow_says_how_to_install(tmp_path, monkeypatch):
+    write(tmp_path / 'pq' / '000.parquet', b'PAR1')
+    monkeypatch.setitem(sys.modules, 'pyarrow', None)  # import pyarrow now raises ImportError
+    with pytest.raises(SystemExit, match=r'^prepare.py: reading parquet shards needs pyarrow: pip install pyarrow$'):
+        prepare.main(['fineweb_edu', f'--input={tmp_path / "pq"}', f'--out_dir={tmp_path / "out"}'])
+    assert files_under(tmp_path / 'out') == []
