@@ -276,6 +276,8 @@ def prepare_fineweb(cfg: dict, out: str) -> None:
             raise SystemExit(f"prepare.py: no .parquet or .jsonl shards in {local!r}: pass --input=DIR of shards")
     else:
         from huggingface_hub import hf_hub_download, list_repo_files
+        from huggingface_hub.utils import logging
+        logging.set_verbosity_error()  # its retry warnings would bury our one-line error
         try:  # the hub client raises many kinds of errors; for us they all mean "no network"
             shards = sorted(f for f in list_repo_files(FINEWEB_REPO, repo_type='dataset')
                             if f.startswith(FINEWEB_DIR) and f.endswith('.parquet'))
