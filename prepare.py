@@ -24,6 +24,7 @@ import hashlib
 import json
 import os
 import pickle
+import shutil
 import signal
 import sys
 import sysconfig
@@ -152,12 +153,8 @@ def load_gpt2():
         raise SystemExit(f"prepare.py: cannot load the GPT-2 BPE ({type(e).__name__}): connect once, "
                          "or set TIKTOKEN_CACHE_DIR to a tiktoken cache, or pass --tokenizer=char")
 
-class Progress:  # one line, rewritten at most once a second
-    def __init__(self): self.t0 = self.last = time.time()
-    def __call__(self, msg: str, n: int, end=False):
-        if end or time.time() - self.last > 1:
-            self.last = time.time()
-            print(f"\r{msg}: {n:,} tokens, {n / max(self.last - self.t0, 1e-9):,.0f} tok/s", end='\n' if end else '', flush=True)
+def report(label: str, n: int, t0: float, end: str = '') -> None:  # a progress line, rewritten in place
+    print(f"\r{label}: {n:,} tokens, {n / (time.time() - t0 + 1e-9):,.0f} tok/s", end=end, flush=True)
 
 # -----------------------------------------------------------------------------
 # datasets
@@ -215,13 +212,14 @@ def prepare_text(cfg: dict, out: str) -> None:
     with Pool(cfg['workers'], init, (cfg['tokenizer'], lut)) as pool:
         for split, docs in splits.items():
             tasks = ((p, data, eot and i == 0) for p, a, b in docs for i, data in enumerate(chunks(p, a, b)))
-            n, progress = 0, Progress()
+            n, t0 = 0, time.time()
             with open(os.path.join(out, f'{split}.bin.tmp'), 'wb') as f:
-                for p, ids, nb in ordered(pool, encode_chunk, tasks, 2 * cfg['workers'] + 2):
+                for i, (p, ids, nb) in enumerate(ordered(pool, encode_chunk, tasks, 2 * cfg['workers'] + 2)):
                     ids.tofile(f)
                     n, n_bad[p] = n + len(ids), n_bad[p] + nb
-                    progress(split, n)
-            progress(split, n, end=True)
+                    if i % 16 == 0:
+                        report(split, n, t0)
+            report(split, n, t0, end='\n')
             counts[split] = n
     for p, nb in n_bad.items():
         if nb:
@@ -322,15 +320,16 @@ def prepare_fineweb(cfg: dict, out: str) -> None:
             path = nxt.result()
             if i + 1 < len(todo):  # download the next shard while this one is tokenized
                 nxt = ex.submit(fetch, todo[i + 1])
-            progress, n = Progress(), 0
+            n, t0 = 0, time.time()
             label = f"shard {shards.index(name) + 1}/{len(shards)} {os.path.basename(name)}"
             tasks = ((b, cfg['seed'], cfg['val_frac']) for b in batches(read_shard(path)))
-            for ids in ordered(pool, encode_docs, tasks, 2 * cfg['workers'] + 2):
+            for j, ids in enumerate(ordered(pool, encode_docs, tasks, 2 * cfg['workers'] + 2)):
                 for s, f in files.items():
                     ids[s].tofile(f)
                 n += len(ids['train']) + len(ids['val'])
-                progress(label, n)
-            progress(label, n, end=True)
+                if j % 16 == 0:
+                    report(label, n, t0)
+            report(label, n, t0, end='\n')
             for s, f in files.items():
                 f.flush()
                 os.fsync(f.fileno())
@@ -345,6 +344,7 @@ def prepare_fineweb(cfg: dict, out: str) -> None:
         f.close()
     finish(out, {s: state[s] // 2 for s in tmp}, None)
     os.remove(state_path)
+    shutil.rmtree(os.path.join(out, 'shards'), ignore_errors=True)  # hf_hub_download's leftovers
 
 def finish(out: str, counts: dict[str, int], meta: dict | None) -> None:
     """Rename the outputs into place: until now only *.tmp files existed."""
