@@ -116,16 +116,14 @@ def init(tokenizer: str, lut) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the main process's business
     tok = lut if tokenizer == 'char' else load_gpt2()
 
-def encode(text: str) -> np.ndarray:
-    if isinstance(tok, np.ndarray):
-        return tok[np.frombuffer(text.encode('utf-32-le'), np.uint32)]
-    return np.array(tok.encode_ordinary(text), np.uint16)
-
 def encode_chunk(task: tuple[str, bytes, bool]) -> tuple[str, np.ndarray, int]:
     path, data, eot = task
     text, n_bad = decode(data)
-    ids = encode(text)
-    return path, (np.concatenate(([EOT], ids)).astype(np.uint16) if eot else ids), n_bad
+    if isinstance(tok, np.ndarray):  # chars: one table lookup per code point
+        ids = tok[np.frombuffer(text.encode('utf-32-le'), np.uint32)]
+    else:
+        ids = np.array(([EOT] if eot else []) + tok.encode_ordinary(text), np.uint16)
+    return path, ids, n_bad
 
 def encode_docs(task: tuple[list[str], int, float]) -> dict[str, np.ndarray]:
     texts, seed, val_frac = task
@@ -153,8 +151,9 @@ def load_gpt2():
         raise SystemExit(f"prepare.py: cannot load the GPT-2 BPE ({type(e).__name__}): connect once, "
                          "or set TIKTOKEN_CACHE_DIR to a tiktoken cache, or pass --tokenizer=char")
 
-def report(label: str, n: int, t0: float, end: str = '') -> None:  # a progress line, rewritten in place
-    print(f"\r{label}: {n:,} tokens, {n / (time.time() - t0 + 1e-9):,.0f} tok/s", end=end, flush=True)
+def report(label: str, n: int, t0: float, end: str = '') -> None:
+    if end or sys.stdout.isatty():  # rewritten in place on a terminal, the last one only in a log
+        print(f"\r{label}: {n:,} tokens, {n / (time.time() - t0 + 1e-9):,.0f} tok/s", end=end, flush=True)
 
 # -----------------------------------------------------------------------------
 # datasets
