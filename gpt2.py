@@ -1,0 +1,350 @@
+"""
+GPT-2 in one file: the model, sampling with a KV cache, and weights to and from the Hugging Face
+GPT-2 layout (so OpenAI's released weights load, and our models load in `transformers`).
+Read top to bottom. train.py and sample.py use the GPT class and never reach inside a block.
+"""
+import ast
+import difflib
+import json
+import math
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+from torch.nn import functional as F
+
+
+@dataclass
+class GPTConfig:
+    block_size: int = 1024  # longest sequence: the learned position embeddings have this many rows
+    vocab_size: int = 50257  # real token ids; the embedding itself is padded to a multiple of 64
+    n_layer: int = 12
+    n_head: int = 12
+    n_embd: int = 768
+    dropout: float = 0.0
+    bias: bool = True  # biases in the Linears and LayerNorms, as in GPT-2
+
+
+# OpenAI's four released sizes (block_size 1024 and vocab_size 50257 for all)
+PRESETS = {
+    'gpt2': dict(n_layer=12, n_head=12, n_embd=768),  # 124M
+    'gpt2-medium': dict(n_layer=24, n_head=16, n_embd=1024),  # 350M
+    'gpt2-large': dict(n_layer=36, n_head=20, n_embd=1280),  # 774M
+    'gpt2-xl': dict(n_layer=48, n_head=25, n_embd=1600),  # 1558M
+}
+# Hugging Face stores these as Conv1D, i.e. (in, out): the transpose of nn.Linear's weight
+CONV1D = ('attn.c_attn.weight', 'attn.c_proj.weight', 'mlp.c_fc.weight', 'mlp.c_proj.weight')
+
+
+class CausalSelfAttention(nn.Module):
+
+    def __init__(self, config: GPTConfig):
+        super().__init__()
+        assert config.n_embd % config.n_head == 0, 'n_embd must be a multiple of n_head'
+        self.n_head, self.block_size, self.dropout = config.n_head, config.block_size, config.dropout
+        self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd, bias=config.bias)  # q, k, v at once
+        self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
+        self.resid_dropout = nn.Dropout(config.dropout)
+
+    def forward(self, x, cache=None, pos=0):
+        B, T, C = x.shape
+        q, k, v = self.c_attn(x).split(C, dim=2)
+        q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))
+        if cache is not None:  # generation: keep this chunk's keys/values, attend to all kept so far
+            if not cache:  # first call allocates room for block_size positions, once
+                cache += [k.new_empty(B, self.n_head, self.block_size, C // self.n_head) for _ in 'kv']
+            assert T == 1 or pos == 0, 'a chunk of several tokens only goes into an empty cache'
+            cache[0][:, :, pos:pos + T], cache[1][:, :, pos:pos + T] = k, v
+            k, v = cache[0][:, :, :pos + T], cache[1][:, :, :pos + T]
+        # flash/memory-efficient kernels where they exist; one new token attends to everything before it
+        y = F.scaled_dot_product_attention(q, k, v, dropout_p=self.dropout if self.training else 0.0,
+                                           is_causal=T > 1)
+        y = y.transpose(1, 2).contiguous().view(B, T, C)
+        return self.resid_dropout(self.c_proj(y))
+
+
+class MLP(nn.Module):
+
+    def __init__(self, config: GPTConfig):
+        super().__init__()
+        self.c_fc = nn.Linear(config.n_embd, 4 * config.n_embd, bias=config.bias)
+        self.c_proj = nn.Linear(4 * config.n_embd, config.n_embd, bias=config.bias)
+        self.dropout = nn.Dropout(config.dropout)
+
+    def forward(self, x):
+        return self.dropout(self.c_proj(F.gelu(self.c_fc(x), approximate='tanh')))  # GPT-2's GELU
+
+
+class Block(nn.Module):
+
+    def __init__(self, config: GPTConfig):
+        super().__init__()
+        self.ln_1 = nn.LayerNorm(config.n_embd, bias=config.bias)
+        self.attn = CausalSelfAttention(config)
+        self.ln_2 = nn.LayerNorm(config.n_embd, bias=config.bias)
+        self.mlp = MLP(config)
+
+    def forward(self, x, cache=None, pos=0):
+        x = x + self.attn(self.ln_1(x), cache, pos)
+        return x + self.mlp(self.ln_2(x))
+
+
+class GPT(nn.Module):
+
+    def __init__(self, config: GPTConfig):
+        super().__init__()
+        self.config = config
+        # Pad the embedding rows to a multiple of 64 (50257 -> 50304): matmuls run faster. The extra
+        # ids are cut from the logits, so no loss, sample or export ever sees them.
+        padded = -(-config.vocab_size // 64) * 64
+        self.transformer = nn.ModuleDict(dict(
+            wte=nn.Embedding(padded, config.n_embd),
+            wpe=nn.Embedding(config.block_size, config.n_embd),
+            drop=nn.Dropout(config.dropout),
+            h=nn.ModuleList(Block(config) for _ in range(config.n_layer)),
+            ln_f=nn.LayerNorm(config.n_embd, bias=config.bias),
+        ))
+        self.lm_head = nn.Linear(config.n_embd, padded, bias=False)
+        self.lm_head.weight = self.transformer.wte.weight  # tied, as in GPT-2
+        self.apply(self._init_weights)
+        for name, p in self.named_parameters():  # GPT-2 scales the residual projections by 1/sqrt(2*n_layer)
+            if name.endswith('c_proj.weight'):
+                nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * config.n_layer))
+
+    def _init_weights(self, module):
+        if isinstance(module, (nn.Linear, nn.Embedding)):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+        if isinstance(module, nn.Linear) and module.bias is not None:
+            nn.init.zeros_(module.bias)
+
+    def num_params(self, non_embedding=True) -> int:
+        """Parameters, without the padding rows; without the position embeddings by default."""
+        n = sum(p.numel() for p in self.parameters()) - (self.lm_head.out_features - self.config.vocab_size) * self.config.n_embd
+        return n - self.transformer.wpe.weight.numel() if non_embedding else n
+
+    def hidden(self, idx, cache=None, pos=0):
+        """Final-LayerNorm hidden states (B, T, n_embd) of tokens idx (B, T) at positions pos, pos+1, ..."""
+        T = idx.size(1)
+        if pos + T > self.config.block_size:
+            raise ValueError(f'sequence of {pos + T} tokens is longer than block_size={self.config.block_size}: '
+                             f'crop it to the last {self.config.block_size} tokens')
+        x = self.transformer.wte(idx) + self.transformer.wpe(torch.arange(pos, pos + T, device=idx.device))
+        x = self.transformer.drop(x)
+        for i, block in enumerate(self.transformer.h):
+            x = block(x, None if cache is None else cache[i], pos)
+        return self.transformer.ln_f(x)
+
+    def forward(self, idx, targets=None):
+        """Logits (B, T, vocab_size), and the mean cross-entropy where targets != -1 if targets are given."""
+        logits = self.lm_head(self.hidden(idx))[..., :self.config.vocab_size]
+        loss = None
+        if targets is not None:
+            loss = F.cross_entropy(logits.reshape(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-1)
+        return logits, loss
+
+    def crop_block_size(self, block_size: int):
+        """Shrink the context (e.g. to fine-tune GPT-2 on shorter sequences): keep the first position rows."""
+        assert block_size <= self.config.block_size, f'cannot grow block_size {self.config.block_size} to {block_size}'
+        self.config.block_size = block_size
+        self.transformer.wpe.weight = nn.Parameter(self.transformer.wpe.weight[:block_size])
+        for block in self.transformer.h:
+            block.attn.block_size = block_size
+
+    # ---------------------------------------------------------------- generation
+
+    @torch.no_grad()
+    def stream(self, idx, max_new_tokens, temperature=1.0, top_k=None, top_p=None, stop_token=None, seed=None):
+        """Yield the next token of each row of idx (B, T) as a (B, 1) tensor, up to max_new_tokens times.
+        A KV cache makes each step cost one position. Past block_size the positions of the window shift,
+        so every step then reads the last block_size tokens afresh: exactly what a cache-less model sees.
+        Rows that produced stop_token keep producing it; the stream ends when every row has."""
+        L = self.config.block_size
+        gen = None if seed is None else torch.Generator(idx.device).manual_seed(seed)
+        # the tied head as (n_embd, vocab): for one row at a time this is ~2x faster on CPUs than
+        # nn.Linear's layout, and it leaves out the padding ids, so they can never be sampled
+        head = self.lm_head.weight[:self.config.vocab_size].t().contiguous()
+        cache = [[] for _ in self.transformer.h]
+        seq = new = idx[:, -L:]  # the visible window, and the part of it the cache lacks
+        pos = 0
+        done = torch.zeros(idx.size(0), dtype=torch.bool, device=idx.device)
+        for _ in range(max_new_tokens):
+            logits = self.hidden(new, cache, pos)[:, -1] @ head
+            pos += new.size(1)
+            nxt = pick(logits, temperature, top_k, top_p, gen)
+            if stop_token is not None:
+                nxt[done] = stop_token
+                done |= nxt[:, 0] == stop_token
+            yield nxt
+            if done.all():
+                return
+            seq = torch.cat([seq, nxt], dim=1)[:, -L:]
+            new, pos = (nxt, pos) if pos < L else (seq, 0)
+
+    def generate(self, idx, max_new_tokens, temperature=1.0, top_k=None, top_p=None, stop_token=None, seed=None):
+        """idx (B, T) followed by up to max_new_tokens sampled tokens; temperature=0 is greedy. See stream."""
+        was_training = self.training
+        self.eval()
+        out = torch.cat([idx, *self.stream(idx, max_new_tokens, temperature, top_k, top_p, stop_token, seed)], dim=1)
+        self.train(was_training)
+        return out
+
+    # ---------------------------------------------------------------- training helpers
+
+    def configure_optimizers(self, weight_decay, learning_rate, betas, device_type):
+        """AdamW; weight decay on matrices and embeddings only, not on biases and LayerNorm gains."""
+        params = [p for p in self.parameters() if p.requires_grad]
+        groups = [dict(params=[p for p in params if p.dim() >= 2], weight_decay=weight_decay),
+                  dict(params=[p for p in params if p.dim() < 2], weight_decay=0.0)]
+        fused = device_type in ('cuda', 'cpu')  # one kernel for all parameters; mps lacks it on older torch
+        return torch.optim.AdamW(groups, lr=learning_rate, betas=betas, fused=fused)
+
+    def flops_per_token(self, seq_len: int) -> float:
+        """Forward+backward FLOPs per token: 6 per weight plus attention (PaLM appendix B)."""
+        cfg = self.config
+        return 6 * self.num_params() + 12 * cfg.n_layer * cfg.n_embd * seq_len
+
+    def estimate_mfu(self, tokens_per_iter: int, dt: float, peak_flops: float) -> float:
+        """Model FLOPs utilisation: achieved FLOP/s over the device's peak_flops (e.g. 989e12 for an H100 in bf16)."""
+        return self.flops_per_token(self.config.block_size) * tokens_per_iter / dt / peak_flops
+
+    # ---------------------------------------------------------------- Hugging Face GPT-2 layout
+
+    def load_state(self, sd: dict, hf=False):
+        """Copy weights in, checking every name and shape. hf=True: Hugging Face GPT-2 names and Conv1D layout."""
+        ours = self.state_dict()
+        todo = set(ours) - {'lm_head.weight'}  # tied to wte
+        for k, v in sd.items():
+            if hf:
+                k = k if k.startswith(('transformer.', 'lm_head.')) else 'transformer.' + k
+                if k.endswith(('.attn.bias', '.attn.masked_bias')) or k == 'lm_head.weight':
+                    continue  # old causal-mask buffers, and the head that is tied to wte anyway
+                v = v.t() if k.endswith(CONV1D) else v
+            if k not in todo:
+                raise ValueError(f'checkpoint has an unexpected weight {k}: it is not a GPT-2 of this layout')
+            # ours has padding rows that a Hugging Face file lacks
+            dst = ours[k][:self.config.vocab_size] if hf and k == 'transformer.wte.weight' else ours[k]
+            if dst.shape != v.shape:
+                raise ValueError(f'checkpoint weight {k} has shape {tuple(v.shape)} but the config '
+                                 f'({self.config}) needs {tuple(dst.shape)}')
+            dst.copy_(v)
+            todo.discard(k)
+        if todo:
+            raise ValueError(f'checkpoint lacks {len(todo)} weights, e.g. {sorted(todo)[0]}')
+
+    @classmethod
+    def from_pretrained(cls, name_or_dir: str, **overrides):
+        """OpenAI's GPT-2 by name (gpt2, gpt2-medium, gpt2-large, gpt2-xl) from the Hugging Face hub, or a
+        local folder in the Hugging Face GPT-2 layout. overrides: e.g. dropout=0.1."""
+        path = name_or_dir
+        if not os.path.isdir(path):
+            if name_or_dir not in PRESETS:
+                raise ValueError(f'unknown model {name_or_dir!r}: use one of {", ".join(PRESETS)} '
+                                 'or a folder with config.json and model.safetensors')
+            from huggingface_hub import snapshot_download  # honours HF_HOME, HF_HUB_OFFLINE, HF_ENDPOINT
+            try:
+                path = snapshot_download('openai-community/' + name_or_dir,
+                                         allow_patterns=['config.json', 'model.safetensors'])
+            except Exception as e:
+                raise ValueError(f'could not download {name_or_dir} from the Hugging Face hub ({type(e).__name__}): '
+                                 'connect to the network, or pass a local folder with config.json and model.safetensors') from None
+        try:
+            with open(os.path.join(path, 'config.json')) as f:
+                hf = json.load(f)
+        except (OSError, ValueError) as e:
+            raise ValueError(f'{path} has no readable config.json ({e}): is it a Hugging Face GPT-2 folder?') from None
+        cfg = dict(block_size=hf['n_positions'], vocab_size=hf['vocab_size'], n_layer=hf['n_layer'],
+                   n_head=hf['n_head'], n_embd=hf['n_embd'], bias=True)
+        model = cls(GPTConfig(**{**cfg, **overrides}))
+        if os.path.exists(os.path.join(path, 'model.safetensors')):
+            from safetensors.torch import load_file
+            sd = load_file(os.path.join(path, 'model.safetensors'))
+        elif os.path.exists(os.path.join(path, 'pytorch_model.bin')):
+            sd = torch.load(os.path.join(path, 'pytorch_model.bin'), map_location='cpu', weights_only=True)
+        else:
+            raise ValueError(f'{path} has neither model.safetensors nor pytorch_model.bin')
+        model.load_state(sd, hf=True)
+        return model
+
+    def save_pretrained(self, out_dir: str):
+        """Write config.json and model.safetensors so transformers.GPT2LMHeadModel.from_pretrained(out_dir) loads it."""
+        from safetensors.torch import save_file
+        cfg = self.config
+        sd = {}
+        for name, m in self.named_modules():  # bias=False models get zero biases: the same function
+            if isinstance(m, (nn.Linear, nn.LayerNorm)) and m.bias is None and name != 'lm_head':
+                sd[name + '.bias'] = torch.zeros(m.weight.size(0))
+        for k, v in self.state_dict().items():
+            if k != 'lm_head.weight':
+                v = v[:cfg.vocab_size] if k == 'transformer.wte.weight' else v
+                sd[k] = (v.t() if k.endswith(CONV1D) else v).detach().float().cpu().contiguous()
+        hf = dict(model_type='gpt2', architectures=['GPT2LMHeadModel'], vocab_size=cfg.vocab_size,
+                  n_positions=cfg.block_size, n_ctx=cfg.block_size, n_embd=cfg.n_embd, n_layer=cfg.n_layer,
+                  n_head=cfg.n_head, activation_function='gelu_new', layer_norm_epsilon=1e-5,
+                  resid_pdrop=cfg.dropout, embd_pdrop=cfg.dropout, attn_pdrop=cfg.dropout,
+                  bos_token_id=50256, eos_token_id=50256, tie_word_embeddings=True)
+        os.makedirs(out_dir, exist_ok=True)
+        atomic_write(os.path.join(out_dir, 'model.safetensors'), lambda p: save_file(sd, p, metadata={'format': 'pt'}))
+        atomic_write(os.path.join(out_dir, 'config.json'), lambda p: open(p, 'w').write(json.dumps(hf, indent=2)))
+
+
+def pick(logits, temperature=1.0, top_k=None, top_p=None, generator=None):
+    """Sample one id per row from logits (B, V): greedy at temperature 0, else from the softmax,
+    kept to the top_k ids and/or the smallest set whose probability reaches top_p."""
+    if temperature == 0:
+        return logits.argmax(dim=-1, keepdim=True)
+    logits = logits.float() / temperature
+    if top_k is not None:
+        kth = torch.topk(logits, min(top_k, logits.size(-1))).values[:, [-1]]
+        logits[logits < kth] = -float('inf')
+    probs = F.softmax(logits, dim=-1)
+    if top_p is not None:
+        p, i = probs.sort(dim=-1, descending=True)
+        p[p.cumsum(-1) - p > top_p] = 0  # drop ids whose more likely predecessors already reach top_p
+        probs = torch.zeros_like(probs).scatter_(-1, i, p)
+    return torch.multinomial(probs, 1, generator=generator)
+
+
+def atomic_write(path: str, write):
+    """write(tmp_path) then rename over path: readers see the old file or the whole new one, never half."""
+    tmp = f'{path}.{os.getpid()}.tmp'
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def configure(g: dict, argv: list[str], script: str):
+    """The one override mechanism of train.py and sample.py: a script's module-level globals g are its
+    config; a python config file (positional) and then --key=value flags override them, type-checked."""
+    plain = (int, float, bool, str, type(None))
+    keys = [k for k, v in g.items() if not k.startswith('_') and isinstance(v, plain)]
+    for arg in argv:
+        if arg.startswith('--'):
+            key, sep, text = arg[2:].partition('=')
+            if not sep:
+                raise SystemExit(f'{script}: {arg} needs a value: --{key}=VALUE')
+            try:
+                value = ast.literal_eval(text)
+            except (ValueError, SyntaxError):
+                value = {'true': True, 'false': False}.get(text.lower(), text)  # a bare word is a string
+            pairs = [(key, value)]
+        else:
+            if not os.path.isfile(arg):
+                raise SystemExit(f'{script}: config file {arg} not found (flags look like --key=value)')
+            cfg = {}
+            exec(open(arg).read(), {}, cfg)
+            pairs = [(k, v) for k, v in cfg.items() if not k.startswith('_') and isinstance(v, plain)]
+        for key, value in pairs:
+            if key not in keys:
+                close = difflib.get_close_matches(key, keys, n=1)
+                raise SystemExit(f'{script}: unknown setting {key!r}' + (f'; did you mean {close[0]!r}?' if close else ''))
+            old = g[key]
+            if old is not None and value is not None and type(value) is not type(old):
+                if isinstance(old, float) and type(value) is int:
+                    value = float(value)
+                else:
+                    raise SystemExit(f'{script}: {key} must be {type(old).__name__} (like {old!r}), got {value!r}')
+            g[key] = value
