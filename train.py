@@ -1,0 +1,468 @@
+"""
+Train a GPT-2 on data/<dataset>/{train,val}.bin, on a laptop CPU or on many GPUs, resumably.
+
+$ python train.py --batch_size=8                         # one process: cuda, else mps, else cpu
+$ python train.py config/train_shakespeare_char.py       # a config file of globals, then --key=value
+$ torchrun --standalone --nproc_per_node=8 train.py config/train_gpt2.py   # DDP on 8 GPUs
+$ python train.py config/train_gpt2.py --init_from=resume  # continue exactly where it stopped
+
+The module-level globals below are the whole configuration (nanoGPT's names). gpt2.configure
+overrides them from a python config file and then --key=value flags, type-checked.
+The batches are a pure function of (seed, iteration): every iteration draws
+batch_size * gradient_accumulation_steps offsets once, and each rank and micro-step takes its own
+slice of that draw. So 2 processes see the rows 1 process sees, accumulation 4 x batch B sees the
+rows of 1 x batch 4B, and a resumed run sees the batches the uninterrupted run would have seen.
+"""
+import contextlib
+import csv
+import math
+import os
+import pickle
+import platform
+import random
+import signal
+import sys
+import time
+
+import numpy as np
+import torch
+
+import gpt2
+from gpt2 import GPT, GPTConfig
+
+# ----------------------------------------------------------------------------- configuration
+# I/O
+out_dir = 'out'  # checkpoint ckpt.pt and log.csv go here
+eval_interval = 2000  # evaluate train/val loss (and save a checkpoint) every this many iterations
+log_interval = 1  # print and log a training line every this many iterations
+eval_iters = 200  # batches per evaluation, shared out over all ranks
+eval_only = False  # evaluate once and exit (with init_from=resume or gpt2*)
+always_save_checkpoint = True  # False: at an evaluation, save only if val loss improved. The end of the
+# run and SIGINT/SIGTERM always save, since that checkpoint is where init_from=resume continues
+init_from = 'scratch'  # scratch | resume (out_dir/ckpt.pt) | gpt2, gpt2-medium, gpt2-large, gpt2-xl | a Hugging Face folder
+# wandb (imported only when wandb_log is True)
+wandb_log = False
+wandb_project = 'gpt2'
+wandb_run_name = 'run'
+# data
+data_dir = 'data'  # datasets live in <data_dir>/<dataset>/, as prepare.py writes them
+dataset = 'stdlib'  # prepare.py's default corpus: Python's standard library, characters
+gradient_accumulation_steps = 1  # micro-steps per iteration, in total over all ranks (as nanoGPT)
+batch_size = 12  # rows per micro-step per rank
+block_size = 256  # tokens per row
+# model
+n_layer = 6
+n_head = 6
+n_embd = 384
+dropout = 0.0  # 0 for pretraining; 0.1+ when fine-tuning or for small data
+bias = False  # biases in Linears and LayerNorms (GPT-2 has them; without is a little better and faster)
+# AdamW
+learning_rate = 1e-3  # peak learning rate
+max_iters = 5000  # total iterations (optimizer steps) of the run
+weight_decay = 1e-1  # on matrices and embeddings only
+beta1 = 0.9
+beta2 = 0.99
+grad_clip = 1.0  # clip the gradient's global norm to this; 0 disables
+# learning rate schedule: linear warmup, then cosine down to min_lr
+decay_lr = True  # False: constant learning_rate
+warmup_iters = 100  # lr = learning_rate * (it + 1) / (warmup_iters + 1) for it < warmup_iters: above 0 at step 0
+lr_decay_iters = 5000  # the cosine reaches min_lr here (usually = max_iters)
+min_lr = 1e-4  # floor; usually learning_rate / 10
+# system
+backend = ''  # DDP backend; '' picks nccl on cuda, gloo on cpu
+device = ''  # '' picks cuda, then mps, then cpu; or e.g. cuda:1, cpu
+dtype = ''  # float32 | bfloat16 | float16 (autocast). '' picks bfloat16 where the hardware does it
+# (cuda with bf16, and CPUs with AVX512-BF16/AMX, where it measured 2x faster), float16 + GradScaler
+# on other cuda GPUs, float32 on mps (untested here) and on CPUs without bf16 instructions
+compile = None  # torch.compile the model; None picks True on cuda (not Windows), False elsewhere:
+# compiling costs minutes of start-up, and fails on some setups (Windows, mps)
+seed = 1337  # model init, dropout and the batch draws all follow from it
+peak_flops = 0.0  # FLOP/s that MFU is relative to; 0 looks the device up in PEAKS below
+# -----------------------------------------------------------------------------
+_defaults = {k: v for k, v in globals().items() if not k.startswith('_') and isinstance(v, (int, float, bool, str, type(None)))}
+gpt2.configure(globals(), sys.argv[1:], 'train.py')
+_given = {k for k, v in _defaults.items() if globals()[k] != v or type(globals()[k]) is not type(v)}  # set by file/flags
+
+
+def die(msg):
+    raise SystemExit(f'train.py: {msg}')
+
+
+# Peak dense FLOP/s per device name (substring match), (bf16/fp16, fp32). For cuda fp32 runs the
+# tf32 tensor-core figure, since TF32 matmuls are on. CPU figures are per core, measured with
+# 2048x2048 matmuls on a Zen4 EPYC with AVX512-BF16 (MEASURED.md: 415 / 180 GFLOP/s on 2 cores);
+# other CPUs get these too, so treat CPU MFU as a rough figure or pass --peak_flops.
+PEAKS = {
+    'H200': (989e12, 494e12), 'H100': (989e12, 494e12), 'A100': (312e12, 156e12), 'A10G': (70e12, 35e12),
+    'L4': (121e12, 60e12), 'L40S': (362e12, 183e12), '4090': (165e12, 83e12), '3090': (71e12, 36e12),
+    'V100': (125e12, 15.7e12), 'T4': (65e12, 8.1e12), 'cpu': (207.5e9, 90e9),
+}
+
+# ----------------------------------------------------------------------------- resume: config
+ckpt = None
+if init_from == 'resume':
+    ckpt_path = os.path.join(out_dir, 'ckpt.pt')
+    if not os.path.exists(ckpt_path):
+        die(f'no checkpoint at {ckpt_path} to resume from: train with --init_from=scratch first, or fix --out_dir')
+    try:  # plain values only: loads with weights_only=True, no code from the file runs
+        ckpt = torch.load(ckpt_path, map_location='cpu', weights_only=True)
+    except Exception as e:
+        die(f'{ckpt_path} is not a readable train.py checkpoint ({type(e).__name__}: {str(e).splitlines()[0][:120]})')
+    if not isinstance(ckpt, dict) or not {'model', 'model_args', 'config', 'iter_num'} <= set(ckpt):
+        die(f'{ckpt_path} is not a train.py checkpoint (no model_args/config): for Hugging Face weights use '
+            '--init_from=gpt2 (or a folder with config.json and model.safetensors)')
+    # The run continues with its own settings; what was given now (file or flags) wins over them.
+    for k, v in ckpt['config'].items():
+        if k in _defaults and k not in _given and k not in ('init_from', 'out_dir', 'eval_only'):
+            globals()[k] = v
+config = {k: globals()[k] for k in _defaults}  # saved in every checkpoint: the exact settings of the run
+
+# ----------------------------------------------------------------------------- checks, processes, device
+for k in ('batch_size', 'block_size', 'gradient_accumulation_steps', 'eval_iters', 'eval_interval', 'log_interval'):
+    if globals()[k] <= 0:
+        die(f'{k} must be at least 1, got {globals()[k]}')
+if max_iters < 0:
+    die(f'max_iters must be >= 0, got {max_iters}')
+if dtype not in ('', 'float32', 'bfloat16', 'float16'):
+    die(f"dtype must be float32, bfloat16, float16 or '' (automatic), got {dtype!r}")
+if compile not in (None, True, False):
+    die(f'compile must be True or False, got {compile!r}')
+if init_from not in ('scratch', 'resume') and init_from not in gpt2.PRESETS and not os.path.isdir(init_from):
+    die(f"unknown init_from {init_from!r}: use scratch, resume, {', '.join(gpt2.PRESETS)}, or a Hugging Face GPT-2 folder")
+
+ddp = 'RANK' in os.environ  # started by torchrun
+rank, local_rank, world_size = (int(os.environ.get(k, d)) for k, d in (('RANK', 0), ('LOCAL_RANK', 0), ('WORLD_SIZE', 1)))
+master = rank == 0
+if not device:
+    device = 'cuda' if torch.cuda.is_available() else 'mps' if torch.backends.mps.is_available() else 'cpu'
+device_type = device.split(':')[0]
+if ddp and device_type == 'cuda':
+    device = f'cuda:{local_rank}'
+if device_type == 'cuda':
+    if not torch.cuda.is_available():
+        die(f'device {device} asked for, but torch sees no CUDA GPU: use --device=cpu')
+    torch.cuda.set_device(device)
+if gradient_accumulation_steps % world_size:
+    die(f'gradient_accumulation_steps={gradient_accumulation_steps} is the total over all ranks and must be '
+        f'a multiple of the {world_size} processes')
+micro_steps = gradient_accumulation_steps // world_size  # this rank's share
+if not dtype:
+    if device_type == 'cuda':
+        dtype = 'bfloat16' if torch.cuda.is_bf16_supported() else 'float16'
+    elif device_type == 'cpu':  # bf16 autocast only pays with native bf16 instructions (AVX512-BF16 or AMX)
+        dtype = 'bfloat16' if torch.ops.mkldnn._is_mkldnn_bf16_supported() else 'float32'
+    else:
+        dtype = 'float32'
+if compile is None:
+    compile = device_type == 'cuda' and platform.system() != 'Windows'
+if ddp:
+    import torch.distributed as dist
+    from torch.nn.parallel import DistributedDataParallel as DDP
+    dist.init_process_group(backend=backend or ('nccl' if device_type == 'cuda' else 'gloo'))
+torch.manual_seed(seed + rank)  # model init is then overwritten by rank 0's weights in DDP; dropout differs per rank
+random.seed(seed + rank)
+np.random.seed(seed + rank)
+torch.backends.cuda.matmul.allow_tf32 = True  # TF32 matmuls and convolutions on Ampere and later
+torch.backends.cudnn.allow_tf32 = True
+ptdtype = {'float32': torch.float32, 'bfloat16': torch.bfloat16, 'float16': torch.float16}[dtype]
+autocast = contextlib.nullcontext() if dtype == 'float32' else torch.autocast(device_type=device_type, dtype=ptdtype)
+tokens_per_iter = gradient_accumulation_steps * batch_size * block_size
+if master:
+    os.makedirs(out_dir, exist_ok=True)
+    print(f'{world_size} process(es) on {device} in {dtype}{" compiled" if compile else ""}; '
+          f'{tokens_per_iter:,} tokens per iteration ({gradient_accumulation_steps} x {batch_size} x {block_size})')
+
+# ----------------------------------------------------------------------------- data
+path = os.path.join(data_dir, dataset)
+for split in ('train', 'val'):
+    if not os.path.exists(os.path.join(path, f'{split}.bin')):
+        die(f'no data at {os.path.join(path, split + ".bin")}: run `python prepare.py {dataset}` first '
+            f'(or --data_dir=... where it is)')
+data_len = {s: os.path.getsize(os.path.join(path, f'{s}.bin')) // 2 for s in ('train', 'val')}
+vocab_size = 50257  # GPT-2 BPE, when prepare.py wrote no meta.pkl (the model pads it to 50304 itself)
+if os.path.exists(os.path.join(path, 'meta.pkl')):
+    with open(os.path.join(path, 'meta.pkl'), 'rb') as f:
+        vocab_size = pickle.load(f)['vocab_size']
+if min(data_len.values()) <= block_size:
+    s = min(data_len, key=data_len.get)
+    die(f'block_size={block_size} is larger than the data: {s}.bin has only {data_len[s]} tokens')
+
+
+def get_batch(split, it, evaluation=False):
+    """This rank's rows of training iteration it as (x, y), shape (micro_steps * batch_size, block_size).
+    The offsets of all ranks' rows are drawn at once from a generator seeded by (seed, split, it), and
+    rank r takes the r-th slice. evaluation=True: batch_size rows of the it-th evaluation batch, which
+    is the same at every evaluation of the run, so successive val losses compare like for like."""
+    gen = np.random.default_rng([seed, {'train': 0, 'val': 1}[split] + (2 if evaluation else 0), it])
+    if evaluation:
+        ix = gen.integers(0, data_len[split] - block_size, size=batch_size)
+    else:
+        ix = gen.integers(0, data_len[split] - block_size, size=batch_size * gradient_accumulation_steps)
+        ix = ix[rank * micro_steps * batch_size:(rank + 1) * micro_steps * batch_size]
+    # A fresh memmap per batch: a long-lived one keeps every page it ever touched in this process's
+    # resident set (nanoGPT #287), while opening one costs a few syscalls, nothing next to a step.
+    data = np.memmap(os.path.join(path, f'{split}.bin'), dtype=np.uint16, mode='r')
+    xy = torch.from_numpy(np.stack([data[i:i + block_size + 1] for i in ix]).astype(np.int64))
+    del data
+    x, y = xy[:, :-1], xy[:, 1:]
+    if device_type == 'cuda':  # pinned, asynchronous copy to the GPU
+        return x.pin_memory().to(device, non_blocking=True), y.pin_memory().to(device, non_blocking=True)
+    return x.contiguous().to(device), y.contiguous().to(device)
+
+
+# ----------------------------------------------------------------------------- model
+def user_error(fn, *a, **kw):
+    try:
+        return fn(*a, **kw)
+    except ValueError as e:
+        die(str(e))
+
+
+iter_num, best_val_loss = 0, float('inf')
+if init_from == 'scratch':
+    model_args = dict(block_size=block_size, vocab_size=vocab_size, n_layer=n_layer, n_head=n_head,
+                      n_embd=n_embd, dropout=dropout, bias=bias)
+    model = GPT(GPTConfig(**model_args))
+elif init_from == 'resume':
+    model_args = dict(ckpt['model_args'], dropout=dropout)  # the shape is the checkpoint's
+    if block_size > model_args['block_size']:
+        die(f"block_size={block_size} is larger than the checkpoint's {model_args['block_size']}")
+    model = GPT(GPTConfig(**model_args))
+    user_error(model.load_state, {k.removeprefix('_orig_mod.').removeprefix('module.'): v for k, v in ckpt['model'].items()})
+    iter_num, best_val_loss = ckpt['iter_num'], ckpt['best_val_loss']
+else:  # OpenAI's GPT-2 by name, or a Hugging Face folder
+    if vocab_size != 50257:
+        die(f'{dataset} has a {vocab_size}-symbol vocabulary (meta.pkl), but {init_from} reads GPT-2 BPE: '
+            f'prepare a GPT-2 BPE dataset (e.g. `python prepare.py shakespeare`)')
+    model = user_error(GPT.from_pretrained, init_from, dropout=dropout)
+    model_args = {k: getattr(model.config, k) for k in GPTConfig.__dataclass_fields__}
+if block_size < model.config.block_size:
+    model.crop_block_size(block_size)  # e.g. fine-tune GPT-2 (1024) on shorter rows
+    model_args['block_size'] = block_size
+elif block_size > model.config.block_size:
+    die(f'block_size={block_size} is larger than the model allows ({model.config.block_size})')
+model.to(device)
+scaler = torch.amp.GradScaler(device_type, enabled=dtype == 'float16')  # fp16 only: bf16 needs no scaling
+optimizer = model.configure_optimizers(weight_decay, learning_rate, (beta1, beta2), device_type)
+if ckpt is not None:
+    optimizer.load_state_dict(ckpt['optimizer'])
+    if ckpt.get('scaler'):
+        scaler.load_state_dict(ckpt['scaler'])
+raw_model = model  # plain keys in checkpoints, whatever wraps it
+if compile:
+    model = torch.compile(model)
+if ddp:
+    model = DDP(model, device_ids=[local_rank] if device_type == 'cuda' else None)
+peak = peak_flops or next((p for name, p in PEAKS.items()
+                           if name in (torch.cuda.get_device_name(device) if device_type == 'cuda' else device_type)),
+                          (0, 0))[dtype == 'float32']
+if device_type == 'cpu' and not peak_flops:
+    peak *= torch.get_num_threads()
+
+
+def get_lr(it):
+    """Linear warmup from learning_rate / (warmup_iters + 1) at it=0, cosine from learning_rate at
+    it=warmup_iters down to min_lr at lr_decay_iters, min_lr after."""
+    if not decay_lr:
+        return learning_rate
+    if it < warmup_iters:
+        return learning_rate * (it + 1) / (warmup_iters + 1)
+    if it >= lr_decay_iters:
+        return min_lr
+    ratio = (it - warmup_iters) / (lr_decay_iters - warmup_iters)
+    return min_lr + 0.5 * (1.0 + math.cos(math.pi * ratio)) * (learning_rate - min_lr)
+
+
+def all_sum(values):
+    """Sum a list of floats over all ranks (identity with one process)."""
+    t = torch.tensor(values, dtype=torch.float64, device=device if device_type == 'cuda' else 'cpu')
+    if ddp:
+        dist.all_reduce(t)
+    return t.tolist()
+
+
+@torch.no_grad()
+def estimate_loss():
+    """Mean loss over eval_iters fixed batches per split; rank r evaluates batches r, r + world_size, ..."""
+    out = {}
+    model.eval()
+    for split in ('train', 'val'):
+        total = 0.0
+        for k in range(rank, eval_iters, world_size):
+            x, y = get_batch(split, k, evaluation=True)
+            with autocast:
+                total += model(x, y)[1].item()
+        out[split] = all_sum([total])[0] / eval_iters
+    model.train()
+    return out
+
+
+def rng_state():
+    s = dict(torch=torch.get_rng_state(), python=random.getstate(),
+             numpy=torch.from_numpy(np.random.get_state()[1].astype(np.int64)),
+             numpy_pos=int(np.random.get_state()[2]))
+    if device_type == 'cuda':
+        s['cuda'] = torch.cuda.get_rng_state(device)
+    return s
+
+
+def set_rng_state(s):
+    torch.set_rng_state(s['torch'])
+    random.setstate((s['python'][0], tuple(s['python'][1]), s['python'][2]))
+    np.random.set_state(('MT19937', s['numpy'].numpy().astype(np.uint32), s['numpy_pos']))
+    if device_type == 'cuda' and 'cuda' in s:
+        torch.cuda.set_rng_state(s['cuda'], device)
+
+
+def save_checkpoint():
+    """Called on every rank (it gathers each rank's RNG state); rank 0 writes, atomically."""
+    rng = [rng_state()]
+    if ddp:
+        rng = [None] * world_size
+        dist.all_gather_object(rng, rng_state())
+    if not master:
+        return
+    ck = dict(model=raw_model.state_dict(), optimizer=optimizer.state_dict(),
+              scaler=scaler.state_dict() if scaler.is_enabled() else None, model_args=model_args,
+              iter_num=iter_num, best_val_loss=best_val_loss, config=config, rng=rng, world_size=world_size,
+              device=device, dtype=dtype)
+    t = time.time()
+    gpt2.atomic_write(os.path.join(out_dir, 'ckpt.pt'), lambda p: torch.save(ck, p))
+    print(f'saved checkpoint at iteration {iter_num} to {out_dir}/ckpt.pt ({time.time() - t:.1f} s)')
+
+
+if ckpt is not None:
+    rngs = ckpt.get('rng') or []
+    if rank < len(rngs) and ckpt.get('world_size') == world_size:
+        set_rng_state(rngs[rank])  # dropout continues exactly as it would have
+    elif master:
+        print(f"warning: the checkpoint was written by {ckpt.get('world_size')} process(es), this run has "
+              f'{world_size}: dropout masks will differ from an uninterrupted run (the batches will not)')
+    for k in ('batch_size', 'gradient_accumulation_steps', 'block_size', 'seed', 'dataset'):
+        if master and ckpt['config'].get(k) != config[k]:
+            print(f"warning: {k}={config[k]!r} differs from the checkpoint's {ckpt['config'].get(k)!r}: "
+                  'the run will not see the batches the uninterrupted run would have')
+    del ckpt
+
+# ----------------------------------------------------------------------------- log
+LOG_FIELDS = ['kind', 'iter', 'loss', 'val_loss', 'lr', 'ms_per_iter', 'tokens_per_s', 'mfu', 'grad_norm', 'elapsed_s']
+log_path = os.path.join(out_dir, 'log.csv')
+if master:
+    rows = []
+    if init_from == 'resume' and os.path.exists(log_path):  # drop rows written after the checkpoint (a kill)
+        with open(log_path, newline='') as f:
+            rows = [r for r in csv.DictReader(f) if r.get('iter', '').isdigit() and (
+                int(r['iter']) < iter_num or r['kind'] == 'eval' and int(r['iter']) == iter_num)]
+
+    def write_rows(p):
+        with open(p, 'w', newline='') as f:
+            w = csv.DictWriter(f, LOG_FIELDS, extrasaction='ignore')
+            w.writeheader()
+            w.writerows(rows)
+    gpt2.atomic_write(log_path, write_rows)
+    if wandb_log:
+        import wandb
+        wandb.init(project=wandb_project, name=wandb_run_name, config=config)
+t_start = time.time()
+
+
+def log(**row):
+    if not master:
+        return
+    row['elapsed_s'] = round(time.time() - t_start, 3)
+    with open(log_path, 'a', newline='') as f:
+        csv.DictWriter(f, LOG_FIELDS, extrasaction='ignore').writerow(row)
+    if wandb_log:
+        wandb.log({k: v for k, v in row.items() if v != '' and k != 'kind'}, step=row['iter'])
+
+
+# ----------------------------------------------------------------------------- signals
+stop_signal = None
+
+
+def on_signal(signum, frame):  # finish the current iteration, save, exit; a second signal kills
+    global stop_signal
+    stop_signal = signal.Signals(signum).name
+    signal.signal(signum, signal.SIG_DFL)
+
+
+signal.signal(signal.SIGINT, on_signal)
+signal.signal(signal.SIGTERM, on_signal)
+
+# ----------------------------------------------------------------------------- training loop
+if master:
+    print(f'{raw_model.num_params() / 1e6:.2f}M parameters; vocabulary {vocab_size}; iteration {iter_num} of {max_iters}')
+first_iter = iter_num
+timed, n_timed = 0.0, 0
+while True:
+    lr = get_lr(iter_num)
+    for group in optimizer.param_groups:
+        group['lr'] = lr
+    if (iter_num % eval_interval == 0 or iter_num == max_iters) and (iter_num != first_iter or init_from != 'resume' or eval_only):
+        losses = estimate_loss()
+        if master:
+            print(f"iter {iter_num}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}")
+        log(kind='eval', iter=iter_num, loss=round(losses['train'], 6), val_loss=round(losses['val'], 6), lr=lr)
+        if not math.isfinite(losses['val']):
+            die(f"val loss is {losses['val']} at iteration {iter_num}: stopping; the last good checkpoint is kept")
+        improved = losses['val'] < best_val_loss
+        best_val_loss = min(best_val_loss, losses['val'])
+        if eval_only:
+            break
+        if iter_num > first_iter and iter_num < max_iters and (improved or always_save_checkpoint):
+            save_checkpoint()
+    if iter_num >= max_iters:
+        save_checkpoint()
+        break
+
+    t0, it = time.time(), iter_num
+    x, y = get_batch('train', it)
+    loss_sum = 0.0
+    for micro in range(micro_steps):
+        xb, yb = (t[micro * batch_size:(micro + 1) * batch_size] for t in (x, y))
+        # gradients are synchronised once, on the last micro-step: no_sync covers forward AND backward
+        sync = contextlib.nullcontext() if not ddp or micro == micro_steps - 1 else model.no_sync()
+        with sync:
+            with autocast:
+                _, loss = model(xb, yb)
+            loss = loss / micro_steps  # the mean over micro-steps; DDP averages over ranks
+            scaler.scale(loss).backward()
+        loss_sum += loss.detach()
+    # the mean loss over all rows of all ranks, and whether any rank was asked to stop: one all-reduce
+    loss_all, stops = all_sum([float(loss_sum), float(stop_signal is not None)])
+    loss_all /= world_size
+    if not math.isfinite(loss_all):
+        die(f'loss is {loss_all} at iteration {iter_num}: stopping before the optimizer step; the last good '
+            f'checkpoint in {out_dir} is kept (try a lower learning_rate, or dtype=bfloat16/float32)')
+    grad_norm = ''
+    if grad_clip > 0:
+        scaler.unscale_(optimizer)
+        grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip))
+    scaler.step(optimizer)
+    scaler.update()
+    optimizer.zero_grad(set_to_none=True)
+    if device_type == 'cuda':
+        torch.cuda.synchronize()
+    timed += time.time() - t0
+    n_timed += 1
+    iter_num += 1
+
+    if it % log_interval == 0 or stops:
+        dt = timed / n_timed
+        mfu = raw_model.estimate_mfu(tokens_per_iter, dt, peak) if peak else float('nan')
+        if master:
+            print(f'iter {it}: loss {loss_all:.4f}, lr {lr:.3e}, {dt * 1000:.1f} ms/iter, '
+                  f'{tokens_per_iter / dt:,.0f} tok/s, mfu {mfu * 100:.1f}%')
+        log(kind='train', iter=it, loss=round(loss_all, 6), lr=lr, ms_per_iter=round(dt * 1000, 2),
+            tokens_per_s=round(tokens_per_iter / dt), mfu='' if math.isnan(mfu) else round(mfu, 4),
+            grad_norm='' if grad_norm == '' else round(grad_norm, 4))
+        timed, n_timed = 0.0, 0
+    if stops:
+        if master:
+            print(f'stopping on {stop_signal or "a signal to another rank"} at iteration {iter_num}')
+        save_checkpoint()
+        break
+
+if ddp:
+    dist.barrier()  # gloo: destroying the group without a barrier crashed about 1 exit in 4 (MEASURED.md)
+    dist.destroy_process_group()
