@@ -1,0 +1,130 @@
+"""
+Sample text from a trained checkpoint or from OpenAI's GPT-2, streaming tokens as they come.
+    python sample.py --out_dir=out-stdlib                       # from out-stdlib/ckpt.pt
+    python sample.py --init_from=gpt2 --start="Hello, I'm a language model,"
+    python sample.py --init_from=gpt2 --interactive=True        # You: / GPT: in a loop
+"""
+import codecs
+import os
+import pickle
+import sys
+import time
+
+import torch
+
+from gpt2 import GPT, GPTConfig, configure
+
+init_from = 'resume'  # 'resume' (out_dir/ckpt.pt), a GPT-2 name (gpt2 ... gpt2-xl), or a Hugging Face GPT-2 folder
+out_dir = 'out'  # where 'resume' finds ckpt.pt
+start = '\n'  # the prompt, or FILE:path to read it from a file
+num_samples = 3  # samples, one after another
+max_new_tokens = 500  # tokens per sample, at most
+temperature = 0.8  # 1.0 samples the model's distribution; lower is more conservative; 0 is greedy
+top_k = 200  # sample only among the k likeliest tokens (None: all)
+top_p = None  # sample only among the likeliest tokens whose probabilities sum to top_p (None: all)
+stop_at_eot = True  # end a sample at <|endoftext|> (GPT-2 BPE models)
+interactive = False  # read prompts from the terminal in a loop instead of using start
+seed = 1337  # sample i uses seed + i, so every sample is reproducible alone
+device = 'auto'  # 'auto' picks cuda, then mps, then cpu; or e.g. 'cpu', 'cuda:1'
+dtype = 'auto'  # 'auto': bfloat16 on GPUs that have it, float16 on other GPUs, float32 on cpu; or name one
+compile = False  # torch.compile the forward pass (needs a working compiler; helps on GPUs)
+configure(globals(), sys.argv[1:], 'sample.py')
+
+
+def load_model():
+    """The model and a (encode, decode_bytes, eot) triple for its vocabulary."""
+    if init_from != 'resume':
+        return GPT.from_pretrained(init_from), bpe()
+    path = os.path.join(out_dir, 'ckpt.pt')
+    if not os.path.exists(path):
+        raise ValueError(f'no checkpoint at {path}: train one with train.py, or pass --out_dir=DIR or --init_from=gpt2')
+    ckpt = torch.load(path, map_location='cpu', weights_only=True)  # plain tensors and values only, no code
+    if not {'model', 'model_args', 'config'} <= set(ckpt):
+        raise ValueError(f'{path} is not a train.py checkpoint (for a Hugging Face folder use --init_from=FOLDER)')
+    model = GPT(GPTConfig(**ckpt['model_args']))
+    model.load_state(ckpt['model'])
+    cfg = ckpt['config']
+    meta = os.path.join(cfg.get('data_dir', 'data'), cfg['dataset'], 'meta.pkl')
+    if not os.path.exists(meta):
+        return model, bpe()
+    with open(meta, 'rb') as f:
+        m = pickle.load(f)
+    if m['vocab_size'] != model.config.vocab_size:
+        raise ValueError(f"{meta} has {m['vocab_size']} characters but the model has {model.config.vocab_size}: "
+                         f"prepare.py rewrote it for other data; prepare {cfg['dataset']} again as for training")
+    stoi, itos = m['stoi'], m['itos']
+
+    def encode(s):
+        missing = sorted(set(s) - set(stoi))
+        if missing:
+            raise ValueError(f'the prompt has characters this model never saw: {"".join(missing)!r}')
+        return [stoi[c] for c in s]
+    return model, (encode, lambda i: itos[i].encode(), None)
+
+
+def bpe():
+    import tiktoken
+    try:
+        enc = tiktoken.get_encoding('gpt2')
+    except Exception as e:  # tiktoken downloads the BPE files once, then reads its cache
+        raise ValueError(f'could not load GPT-2\'s BPE ({type(e).__name__}): connect to the network once, '
+                         'or set TIKTOKEN_CACHE_DIR to a folder that holds tiktoken\'s cached gpt2 files') from None
+    return (lambda s: enc.encode(s, allowed_special={'<|endoftext|>'}), enc.decode_single_token_bytes,
+            enc.eot_token)
+
+
+def sample(prompt: str, k: int):
+    """Stream one continuation of prompt to stdout; return (tokens, seconds)."""
+    ids = encode(prompt) or ([eot] if eot is not None else [])  # an empty prompt starts a fresh document
+    if not ids:
+        raise ValueError('the prompt is empty and this vocabulary has no <|endoftext|>: give --start=TEXT')
+    idx = torch.tensor([ids[-model.config.block_size:]], device=device)
+    utf8 = codecs.getincrementaldecoder('utf-8')(errors='replace')  # a character may span tokens
+    n, t0 = 0, time.perf_counter()
+    for nxt in model.stream(idx, max_new_tokens, temperature, top_k, top_p,
+                            eot if stop_at_eot else None, seed + k):
+        n += 1
+        tok = nxt.item()
+        if tok == eot and stop_at_eot:
+            break
+        print(utf8.decode(decode_bytes(tok)), end='', flush=True)
+    print(utf8.decode(b'', final=True))
+    return n, time.perf_counter() - t0
+
+
+try:
+    if device == 'auto':
+        device = 'cuda' if torch.cuda.is_available() else 'mps' if torch.backends.mps.is_available() else 'cpu'
+    if dtype == 'auto':
+        dtype = ('float32' if not device.startswith('cuda') else
+                 'bfloat16' if torch.cuda.is_bf16_supported() else 'float16')
+    if dtype not in ('float32', 'bfloat16', 'float16'):
+        raise ValueError(f'unknown dtype {dtype!r}: use auto, float32, bfloat16 or float16')
+    if start.startswith('FILE:'):
+        with open(start[5:], encoding='utf-8') as f:
+            start = f.read()
+    model, (encode, decode_bytes, eot) = load_model()
+    model.eval().to(device, getattr(torch, dtype))  # weights in dtype: no per-step casts as under autocast
+    if compile:
+        model.hidden = torch.compile(model.hidden, dynamic=True)
+    print(f'{init_from if init_from != "resume" else out_dir}: {model.num_params() / 1e6:.1f}M parameters, '
+          f'{device}, {dtype}', file=sys.stderr)
+    if interactive:
+        k = 0
+        while True:
+            try:
+                prompt = input('You: ')
+            except EOFError:
+                break
+            print('GPT: ', end='', flush=True)
+            sample(prompt, k)
+            k += 1
+    else:
+        for k in range(num_samples):
+            print(start, end='')
+            n, dt = sample(start, k)
+            print(f'--- {n} tokens, {n / dt:.1f} tokens/s', file=sys.stderr)
+except (ValueError, OSError) as e:
+    raise SystemExit(f'sample.py: {e}')
+except KeyboardInterrupt:
+    print()

@@ -1,0 +1,253 @@
+"""
+What gpt2.py and sample.py promise, checked against the reference GPT-2 of Hugging Face transformers.
+Run: pytest -q   (transformers is a test-only dependency: pip install -r requirements-dev.txt)
+"""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from gpt2 import GPT, GPTConfig, configure, pick
+
+transformers = pytest.importorskip('transformers')
+HERE = os.path.dirname(os.path.abspath(__file__))
+TIKTOKEN_CACHE = os.path.join(HERE, '..', 'shared', 'data', 'tiktoken_cache')
+if os.path.isdir(TIKTOKEN_CACHE):  # GPT-2's BPE files, so tiktoken needs no network
+    os.environ.setdefault('TIKTOKEN_CACHE_DIR', TIKTOKEN_CACHE)
+
+
+def hf_model(path, seed=0, **kw):
+    """A transformers GPT-2 with random weights, saved with save_pretrained to path."""
+    torch.manual_seed(seed)
+    ref = transformers.GPT2LMHeadModel(transformers.GPT2Config(**kw)).eval()
+    with torch.no_grad():  # random biases and LayerNorm gains too, so that a dropped or misplaced one shows
+        for name, p in ref.named_parameters():
+            if not name.endswith(('wte.weight', 'wpe.weight')) and 'attn.c_attn' not in name:
+                p.add_(torch.randn_like(p) * 0.02)
+    ref.save_pretrained(path)
+    return ref
+
+
+TINY = dict(n_layer=2, n_head=4, n_embd=32, n_positions=24, vocab_size=97)
+
+
+@pytest.fixture(scope='module')
+def tiny(tmp_path_factory):
+    path = str(tmp_path_factory.mktemp('tiny'))
+    return hf_model(path, **TINY), GPT.from_pretrained(path).eval(), path
+
+
+@pytest.mark.parametrize('shape', ['tiny', '124M'])
+def test_logits_and_loss_match_transformers(tmp_path, shape):
+    kw = TINY if shape == 'tiny' else {}  # transformers' defaults are the GPT-2 124M shape
+    ref = hf_model(str(tmp_path), **kw)
+    ours = GPT.from_pretrained(str(tmp_path)).eval()
+    V, T = ref.config.vocab_size, min(ref.config.n_positions, 64)
+    idx = torch.randint(0, V, (2, T), generator=torch.Generator().manual_seed(1))
+    labels = idx.clone()
+    labels[0, :5] = -100  # ignored by both: -100 there, -1 here
+    with torch.no_grad():
+        out = ref(idx, labels=labels)
+        targets = labels[:, 1:].masked_fill(labels[:, 1:] == -100, -1)
+        logits, loss = ours(idx[:, :-1], targets)
+        full, _ = ours(idx)
+    assert full.shape == (2, T, V)
+    assert (full - out.logits).abs().max() <= 1e-4
+    assert (logits - out.logits[:, :-1]).abs().max() <= 1e-4
+    assert abs(loss.item() - out.loss.item()) <= 1e-5
+
+
+def test_greedy_generate_matches_transformers(tiny):
+    ref, ours, _ = tiny
+    idx = torch.randint(0, 97, (3, 6), generator=torch.Generator().manual_seed(2))
+    n = ref.config.n_positions - idx.size(1)  # transformers cannot go past n_positions
+    with torch.no_grad():
+        want = ref.generate(idx, max_new_tokens=n, min_new_tokens=n, do_sample=False, pad_token_id=0)
+    assert torch.equal(ours.generate(idx, n, temperature=0), want)
+
+
+def uncached_greedy(model, idx, n):
+    """The plainest possible generation: the whole (cropped) window every step, no cache."""
+    for _ in range(n):
+        logits, _ = model(idx[:, -model.config.block_size:])
+        idx = torch.cat([idx, logits[:, -1].argmax(-1, keepdim=True)], dim=1)
+    return idx
+
+
+def test_kv_cache_equals_uncached_past_block_size(tiny):
+    _, ours, _ = tiny
+    idx = torch.randint(0, 97, (2, 5), generator=torch.Generator().manual_seed(3))
+    n = 3 * ours.config.block_size  # well past block_size=24: the window slides
+    assert torch.equal(ours.generate(idx, n, temperature=0), uncached_greedy(ours, idx, n))
+    long = torch.randint(0, 97, (1, 40))  # a prompt longer than block_size is cropped the same way
+    assert torch.equal(ours.generate(long, 10, temperature=0), uncached_greedy(ours, long, 10))
+
+
+def test_batch_of_prompts_equals_one_at_a_time(tiny):
+    _, ours, _ = tiny
+    idx = torch.randint(0, 97, (4, 7), generator=torch.Generator().manual_seed(4))
+    batch = ours.generate(idx, 30, temperature=0)
+    for row in range(4):
+        assert torch.equal(batch[row:row + 1], ours.generate(idx[row:row + 1], 30, temperature=0))
+
+
+def test_stop_token_ends_each_row(tiny):
+    _, ours, _ = tiny
+    idx = torch.randint(0, 97, (3, 4), generator=torch.Generator().manual_seed(5))
+    free = ours.generate(idx, 20, temperature=0)
+    stop = free[0, 4 + 2].item()  # the token row 0 produces third
+    out = ours.generate(idx, 20, temperature=0, stop_token=stop)
+    for row in range(3):
+        new = free[row, 4:].tolist()
+        first = new.index(stop) if stop in new else None
+        if first is None:  # a row that never produces it runs to max_new_tokens
+            assert out.size(1) == 24 and out[row, 4:].tolist() == new
+        else:  # the same tokens up to the stop token, then only stop tokens
+            assert out[row, 4:4 + first + 1].tolist() == new[:first + 1]
+            assert (out[row, 4 + first:] == stop).all()
+    if all(stop in free[row, 4:].tolist() for row in range(3)):
+        assert out.size(1) < 24  # all rows stopped: generation ended early
+
+
+def test_sampling_is_reproducible_under_a_seed(tiny):
+    _, ours, _ = tiny
+    idx = torch.zeros(2, 1, dtype=torch.long)
+    a = ours.generate(idx, 40, top_k=50, top_p=0.9, seed=7)
+    assert torch.equal(a, ours.generate(idx, 40, top_k=50, top_p=0.9, seed=7))
+    assert not torch.equal(a, ours.generate(idx, 40, top_k=50, top_p=0.9, seed=8))
+
+
+def test_top_k_and_top_p_keep_the_right_tokens():
+    logits = torch.tensor([[0.0, 3.0, 1.0, 2.0]])
+    probs = torch.softmax(logits, -1)[0]  # about 0.03, 0.64, 0.09, 0.24
+    draws = torch.cat([pick(logits.clone(), top_k=2, generator=torch.Generator().manual_seed(i)) for i in range(300)])
+    assert set(draws.flatten().tolist()) == {1, 3}
+    p = probs[1].item() + 0.01  # token 1 alone falls short of p; adding token 3 reaches it
+    draws = torch.cat([pick(logits.clone(), top_p=p, generator=torch.Generator().manual_seed(i)) for i in range(300)])
+    assert set(draws.flatten().tolist()) == {1, 3}
+    assert pick(logits.clone(), top_p=0.0).item() == 1  # the likeliest token is always kept
+    assert pick(logits.clone(), temperature=0).item() == 1
+
+
+def test_padded_vocabulary_never_emits_padding_ids():
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(n_layer=1, n_head=2, n_embd=16, block_size=16, vocab_size=50257)).eval()
+    assert model.transformer.wte.weight.size(0) == 50304  # padded for speed
+    with torch.no_grad():  # make the padding rows the likeliest by far, were they reachable
+        model.transformer.wte.weight[50257:] = model.transformer.wte.weight[:50257].abs().max() * 100
+    idx = torch.zeros(4, 1, dtype=torch.long)
+    assert model(idx)[0].size(-1) == 50257
+    for temperature in (0, 1.0, 5.0):
+        assert model.generate(idx, 20, temperature=temperature).max() < 50257
+
+
+def test_save_pretrained_loads_in_transformers(tiny, tmp_path):
+    _, ours, _ = tiny
+    idx = torch.randint(0, 97, (2, 24))
+    for model in (ours, GPT(GPTConfig(n_layer=2, n_head=2, n_embd=16, block_size=24, vocab_size=97, bias=False))):
+        model.save_pretrained(str(tmp_path))
+        back = transformers.GPT2LMHeadModel.from_pretrained(str(tmp_path)).eval()
+        with torch.no_grad():
+            assert (back(idx).logits - model(idx)[0]).abs().max() <= 1e-5
+        assert not [f for f in os.listdir(tmp_path) if f.endswith('.tmp')]
+
+
+def test_pytorch_model_bin_loads_too(tiny, tmp_path):
+    ref, ours, _ = tiny
+    ref.config.save_pretrained(str(tmp_path))  # the older layout: config.json beside a torch.save'd state dict
+    torch.save(ref.state_dict(), tmp_path / 'pytorch_model.bin')
+    idx = torch.randint(0, 97, (1, 10))
+    assert torch.equal(GPT.from_pretrained(str(tmp_path))(idx)[0], ours(idx)[0])
+
+
+def test_clear_errors(tiny, tmp_path):
+    _, ours, path = tiny
+    with pytest.raises(ValueError, match='unknown model .*gpt2, gpt2-medium, gpt2-large, gpt2-xl'):
+        GPT.from_pretrained('gpt-2')
+    with pytest.raises(ValueError, match='longer than block_size=24'):
+        ours(torch.zeros(1, 25, dtype=torch.long))
+    cfg = json.load(open(os.path.join(path, 'config.json')))
+    os.system(f'cp {path}/model.safetensors {tmp_path}/')
+    json.dump({**cfg, 'n_embd': 64}, open(tmp_path / 'config.json', 'w'))
+    with pytest.raises(ValueError, match=r'checkpoint weight \S+ has shape \(\d+,.*\) but the config .*n_embd=64.* needs'):
+        GPT.from_pretrained(str(tmp_path))
+    with pytest.raises(ValueError, match='lacks'):
+        GPT(ours.config).load_state({})
+
+
+def test_crop_block_size_keeps_the_first_positions(tiny):
+    _, ours, path = tiny
+    small = GPT.from_pretrained(path).eval()
+    small.crop_block_size(8)
+    idx = torch.randint(0, 97, (2, 8))
+    assert torch.equal(small(idx)[0], ours(idx)[0])
+    with pytest.raises(ValueError, match='block_size=8'):
+        small(torch.zeros(1, 9, dtype=torch.long))
+    assert small.generate(idx[:, :3], 20, temperature=0).size(1) == 23
+
+
+def test_init_and_optimizer_groups():
+    torch.manual_seed(0)
+    cfg = GPTConfig(n_layer=8, n_head=4, n_embd=256, block_size=32, vocab_size=100)
+    model = GPT(cfg)
+    assert model.lm_head.weight is model.transformer.wte.weight
+    assert abs(model.transformer.h[0].attn.c_attn.weight.std().item() - 0.02) < 0.002
+    assert abs(model.transformer.h[0].mlp.c_proj.weight.std().item() - 0.02 / (2 * 8) ** 0.5) < 0.001
+    opt = model.configure_optimizers(0.1, 1e-3, (0.9, 0.95), 'cpu')
+    decay, no_decay = opt.param_groups
+    assert all(p.dim() == 2 for p in decay['params']) and all(p.dim() == 1 for p in no_decay['params'])
+    assert len(decay['params']) + len(no_decay['params']) == len(list(model.parameters()))
+    # 124M: OpenAI's count, less the 1024x768 position embeddings
+    assert GPT(GPTConfig()).num_params() == 124_439_808 - 1024 * 768
+
+
+def test_configure_overrides_and_errors(tmp_path):
+    g = dict(batch_size=12, learning_rate=6e-4, compile=True, dataset='stdlib', top_k=None, os=os)
+    cfg = tmp_path / 'cfg.py'
+    cfg.write_text('import math\nbatch_size = 4 * 8\nlearning_rate = 1e-3\n')
+    configure(g, [str(cfg), '--learning_rate=3', '--compile=False', '--dataset=shakespeare', '--top_k=50'], 'x.py')
+    assert (g['batch_size'], g['learning_rate'], g['compile'], g['dataset'], g['top_k']) == (32, 3.0, False, 'shakespeare', 50)
+    for argv, msg in [(['--batch_sise=3'], "unknown setting 'batch_sise'; did you mean 'batch_size'"),
+                      (['--batch_size=big'], 'batch_size must be int'),
+                      (['--compile=1'], 'compile must be bool'),
+                      (['--os=1'], "unknown setting 'os'"),
+                      (['--batch_size'], 'needs a value'),
+                      (['nofile.py'], 'config file nofile.py not found')]:
+        with pytest.raises(SystemExit, match=msg):
+            configure(dict(g), argv, 'x.py')
+
+
+def run(*args, **env):
+    return subprocess.run([sys.executable, *args], cwd=HERE, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, **env})
+
+
+@pytest.mark.skipif(not os.path.isdir(TIKTOKEN_CACHE), reason='needs ../shared/data/tiktoken_cache (GPT-2 BPE offline)')
+def test_sample_py_streams_what_generate_makes(tmp_path):
+    import tiktoken
+    hf_model(str(tmp_path), n_layer=2, n_head=2, n_embd=32, n_positions=64)
+    enc = tiktoken.get_encoding('gpt2')
+    r = run('sample.py', f'--init_from={tmp_path}', '--start=Hello, world', '--num_samples=1',
+            '--max_new_tokens=20', '--temperature=0', '--stop_at_eot=False')
+    assert r.returncode == 0, r.stderr
+    ids = torch.tensor([enc.encode('Hello, world')])
+    want = GPT.from_pretrained(str(tmp_path)).generate(ids, 20, temperature=0)
+    assert r.stdout == enc.decode(want[0].tolist()) + '\n'
+    assert 'tokens/s' in r.stderr
+    r = subprocess.run([sys.executable, 'sample.py', f'--init_from={tmp_path}', '--interactive=True',
+                        '--max_new_tokens=5'], cwd=HERE, input='hi\n', capture_output=True, text=True,
+                       timeout=300)
+    assert r.returncode == 0 and r.stdout.startswith('You: GPT: '), r.stderr
+
+
+def test_sample_py_errors_are_one_line(tmp_path):
+    for args, msg in [(['--init_from=gpt3'], "unknown model 'gpt3'"),
+                      ([f'--out_dir={tmp_path}'], 'no checkpoint at'),
+                      (['--temprature=1'], "did you mean 'temperature'"),
+                      (['--dtype=fp8'], 'unknown dtype'),
+                      (['--init_from=gpt2'], 'could not download gpt2')]:
+        r = run('sample.py', *args, HF_HUB_OFFLINE='1', HF_HOME=str(tmp_path / 'hf'))
+        assert r.returncode == 1 and msg in r.stderr and 'Traceback' not in r.stderr, r.stderr
