@@ -21,6 +21,7 @@ import collections
 import difflib
 import glob
 import hashlib
+import io
 import json
 import os
 import pickle
@@ -29,12 +30,16 @@ import signal
 import sys
 import sysconfig
 import time
+import zipfile
 from concurrent.futures import ThreadPoolExecutor
 from multiprocessing import Pool
 
 import numpy as np
 
 SHAKESPEARE_URL = 'https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt'
+SMS_SPAM_URL = 'https://archive.ics.uci.edu/static/public/228/sms+spam+collection.zip'
+ALPACA_URL = 'https://raw.githubusercontent.com/rasbt/LLMs-from-scratch/main/ch07/01_main-chapter-code/instruction-data.json'
+HELLASWAG_URL = 'https://raw.githubusercontent.com/rowanz/hellaswag/master/data/hellaswag_val.jsonl'
 FINEWEB_REPO, FINEWEB_DIR = 'HuggingFaceFW/fineweb-edu', 'sample/10BT/'
 EOT = 50256  # <|endoftext|> in GPT-2 BPE
 CHUNK = 1 << 20  # bytes of text per task for the workers: big enough to hide the IPC cost
@@ -225,20 +230,24 @@ def prepare_text(cfg: dict, out: str) -> None:
             print(f"prepare.py: warning: {p}: {nb:,} undecodable bytes replaced with U+FFFD")
     finish(out, counts, meta)
 
+def fetch(url: str, what: str) -> bytes:
+    import requests
+    try:
+        r = requests.get(url, timeout=30)
+        r.raise_for_status()
+    except requests.RequestException as e:
+        raise SystemExit(f"prepare.py: cannot download {url} ({type(e).__name__}): "
+                         f"pass --input=PATH to a local copy of {what}")
+    return r.content
+
 def prepare_shakespeare(cfg: dict, out: str) -> None:
     if not cfg['input']:  # download once, next to the outputs, as nanoGPT does
         cfg['input'] = os.path.join(out, 'input.txt')
         if not os.path.exists(cfg['input']):
-            import requests
-            try:
-                r = requests.get(SHAKESPEARE_URL, timeout=30)
-                r.raise_for_status()
-            except requests.RequestException as e:
-                raise SystemExit(f"prepare.py: cannot download {SHAKESPEARE_URL} ({type(e).__name__}): "
-                                 "pass --input=PATH to a local copy of Tiny Shakespeare")
+            data = fetch(SHAKESPEARE_URL, 'Tiny Shakespeare')
             os.makedirs(out, exist_ok=True)
             with open(cfg['input'] + '.tmp', 'wb') as f:
-                f.write(r.content)
+                f.write(data)
             os.replace(cfg['input'] + '.tmp', cfg['input'])
     prepare_text(cfg, out)
 
@@ -359,11 +368,143 @@ def finish(out: str, counts: dict[str, int], meta: dict | None) -> None:
         os.replace(path + '.tmp', path)
         print(f"{split}: {n:,} tokens -> {path}")
 
+# -----------------------------------------------------------------------------
+# example datasets, for fine-tuning and evaluation: data/<name>/<split>.npz holds `tokens`
+# (uint16, all examples back to back) and `offsets` (int64, segment i is
+# tokens[offsets[i]:offsets[i+1]]), plus per-example arrays such as `labels`
+
+def read_source(cfg: dict, url: str, what: str, member: str = '') -> str:
+    """The text of --input, or else of the download (or of one file in it, when it is a zip)."""
+    src, fix = cfg['input'] or url, f"pass --input=PATH to a local copy of {what}"
+    if cfg['input']:
+        if not os.path.isfile(src):
+            raise SystemExit(f"prepare.py: no such file {src!r}: {fix}")
+        with open(src, 'rb') as f:
+            data = f.read()
+    else:
+        data = fetch(url, what)
+        if member:
+            try:
+                data = zipfile.ZipFile(io.BytesIO(data)).read(member)
+            except (zipfile.BadZipFile, KeyError):
+                raise SystemExit(f"prepare.py: {url} is not a zip file holding {member}: {fix}")
+    try:
+        text = data.decode('utf-8')
+    except UnicodeDecodeError as e:
+        raise SystemExit(f"prepare.py: {src} is not UTF-8 (byte {e.start:,}): {fix}")
+    if not text.strip():
+        raise SystemExit(f"prepare.py: {src} is empty: {fix}")
+    return text
+
+def gpt2_only(cfg: dict, out: str):
+    if cfg['tokenizer'] != 'gpt2':
+        raise SystemExit(f"prepare.py: {os.path.basename(out)} is GPT-2 BPE only: drop --tokenizer")
+    return load_gpt2()
+
+def write_examples(path: str, segments: list[list[int]], **arrays) -> None:
+    offsets = np.cumsum([0] + [len(s) for s in segments], dtype=np.int64)
+    tokens = np.array([t for s in segments for t in s], np.uint16)
+    with open(path + '.tmp', 'wb') as f:  # a file object, so np.savez adds no .npz to the name
+        np.savez(f, tokens=tokens, offsets=offsets, **arrays)
+
+def put_in_place(out: str, notes: dict[str, str]) -> None:
+    """Rename every output into place at the end, so a failed run leaves only *.tmp files."""
+    for name, note in notes.items():
+        path = os.path.join(out, name)
+        os.replace(path + '.tmp', path)
+        print(f"{name.split('.')[0]}: {note} -> {path}")
+
+def prepare_sms_spam(cfg: dict, out: str) -> None:
+    enc = gpt2_only(cfg, out)
+    texts, labels = [], []
+    # not the csv module: with its default quoting, messages that start with " swallow the next rows
+    for i, line in enumerate(read_source(cfg, SMS_SPAM_URL, 'SMSSpamCollection', 'SMSSpamCollection').split('\n'), 1):
+        if not line.strip():
+            continue
+        label, tab, text = line.removesuffix('\r').partition('\t')
+        if not tab or label not in ('ham', 'spam'):
+            raise SystemExit(f"prepare.py: line {i} is not ham or spam, a tab, then the message: {line[:40]!r}")
+        texts.append(text)
+        labels.append(int(label == 'spam'))
+    labels = np.array(labels, np.int64)
+    spam, ham = np.flatnonzero(labels == 1), np.flatnonzero(labels == 0)
+    if not len(spam) or len(ham) < len(spam):
+        raise SystemExit(f"prepare.py: {len(ham)} ham and {len(spam)} spam messages: need some spam and as much ham")
+    # balance the classes by keeping as many hams as spams, as LLMs-from-scratch does. RandomState,
+    # not default_rng: its stream is frozen across numpy versions, so a seed is the same split anywhere
+    rng = np.random.RandomState(cfg['seed'])
+    keep = np.concatenate([rng.choice(ham, len(spam), replace=False), spam])
+    rng.shuffle(keep)
+    n_train, n_val = int(len(keep) * 0.7), int(len(keep) * 0.1)
+    os.makedirs(out, exist_ok=True)
+    notes = {}
+    for split, idx in zip(('train', 'val', 'test'), np.split(keep, [n_train, n_train + n_val])):
+        write_examples(os.path.join(out, f'{split}.npz'), [enc.encode_ordinary(texts[i]) for i in idx],
+                       labels=labels[idx], classes=np.array(['ham', 'spam']))
+        notes[f'{split}.npz'] = f"{len(idx):,} messages, {np.sum(labels[idx] == 0):,} ham / {np.sum(labels[idx]):,} spam"
+    put_in_place(out, notes)
+
+def alpaca_prompt(instruction: str, input: str = '') -> str:
+    """The Alpaca template, up to where the response starts; sample.py uses it too."""
+    return ("Below is an instruction that describes a task. Write a response that appropriately "
+            f"completes the request.\n\n### Instruction:\n{instruction}"
+            + (f"\n\n### Input:\n{input}" if input else "") + "\n\n### Response:\n")
+
+def prepare_alpaca(cfg: dict, out: str) -> None:
+    enc = gpt2_only(cfg, out)
+    try:
+        records = json.loads(read_source(cfg, ALPACA_URL, 'instruction-data.json'))
+    except json.JSONDecodeError as e:
+        raise SystemExit(f"prepare.py: {cfg['input'] or ALPACA_URL} is not JSON: {e}")
+    if not isinstance(records, list) or not records:
+        raise SystemExit("prepare.py: expected a non-empty JSON list of {instruction, input, output} records")
+    for i, r in enumerate(records):
+        if not (isinstance(r, dict) and all(isinstance(r.get(k), str) for k in ('instruction', 'input', 'output'))):
+            raise SystemExit(f"prepare.py: record {i} is not an object with string instruction, input and output")
+    records = [records[i] for i in np.random.RandomState(cfg['seed']).permutation(len(records))]
+    n_train, n_test = int(len(records) * 0.85), int(len(records) * 0.1)  # the rest, 5%, is val
+    splits = {'train': records[:n_train], 'test': records[n_train:n_train + n_test], 'val': records[n_train + n_test:]}
+    os.makedirs(out, exist_ok=True)
+    notes = {}
+    for split, recs in splits.items():
+        # prompt and response encoded apart, so prompt_lens is exactly where the loss starts
+        prompts = [enc.encode_ordinary(alpaca_prompt(r['instruction'], r['input'])) for r in recs]
+        segments = [p + enc.encode_ordinary(r['output']) + [EOT] for p, r in zip(prompts, recs)]
+        write_examples(os.path.join(out, f'{split}.npz'), segments, prompt_lens=np.array([len(p) for p in prompts], np.int64))
+        notes[f'{split}.npz'] = f"{len(recs):,} records, {sum(map(len, segments)):,} tokens"
+    with open(os.path.join(out, 'test.json.tmp'), 'w', encoding='utf-8') as f:  # answers to compare with
+        json.dump(splits['test'], f, indent=1, ensure_ascii=False)
+    put_in_place(out, {**notes, 'test.json': f"{len(splits['test']):,} reference records"})
+
+def prepare_hellaswag(cfg: dict, out: str) -> None:
+    enc = gpt2_only(cfg, out)
+    segments, labels = [], []
+    for i, line in enumerate(read_source(cfg, HELLASWAG_URL, 'hellaswag_val.jsonl').split('\n'), 1):
+        if not line.strip():
+            continue
+        try:
+            ex = json.loads(line)
+        except ValueError:
+            ex = None
+        if not (isinstance(ex, dict) and isinstance(ex.get('ctx'), str) and isinstance(ex.get('endings'), list)
+                and len(ex['endings']) == 4 and all(isinstance(e, str) for e in ex['endings'])
+                and type(ex.get('label')) is int and 0 <= ex['label'] < 4):
+            raise SystemExit(f"prepare.py: line {i} is not a record with ctx, 4 endings and a label 0-3: {line[:40]!r}")
+        # each ending with a leading space, as it follows the context, like build-nanogpt and llm.c
+        segments += [enc.encode_ordinary(ex['ctx'])] + [enc.encode_ordinary(' ' + e) for e in ex['endings']]
+        labels.append(ex['label'])
+    os.makedirs(out, exist_ok=True)
+    write_examples(os.path.join(out, 'val.npz'), segments, labels=np.array(labels, np.int64))
+    put_in_place(out, {'val.npz': f"{len(labels):,} examples, 5 segments each: context, then 4 endings"})
+
 DATASETS = {  # name -> (function, its defaults); any other name is the user's own --input
     'stdlib': (prepare_text, dict(input=sysconfig.get_paths()['stdlib'], glob='*.py', tokenizer='char')),
     'shakespeare_char': (prepare_shakespeare, dict(tokenizer='char')),
     'shakespeare': (prepare_shakespeare, {}),
     'fineweb_edu': (prepare_fineweb, dict(val_frac=0.001)),  # 0.1% of 10B tokens is plenty of val
+    'sms_spam': (prepare_sms_spam, dict(seed=123)),  # the seed of LLMs-from-scratch
+    'alpaca': (prepare_alpaca, dict(seed=123)),
+    'hellaswag': (prepare_hellaswag, {}),
 }
 
 # -----------------------------------------------------------------------------
