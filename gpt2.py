@@ -24,6 +24,7 @@ class GPTConfig:
     n_embd: int = 768
     dropout: float = 0.0
     bias: bool = True  # biases in the Linears and LayerNorms, as in GPT-2
+    n_classes: int = 0  # >0: a classifier: a head of this many classes reads the last real token
 
 
 # OpenAI's four released sizes (block_size 1024 and vocab_size 50257 for all)
@@ -35,6 +36,23 @@ PRESETS = {
 }
 # Hugging Face stores these as Conv1D, i.e. (in, out): the transpose of nn.Linear's weight
 CONV1D = ('attn.c_attn.weight', 'attn.c_proj.weight', 'mlp.c_fc.weight', 'mlp.c_proj.weight')
+
+
+class LoRALinear(nn.Linear):
+    """nn.Linear (same weight and bias, so the same names) plus a trainable low-rank update:
+    y = x W^T + b + alpha/rank * dropout(x) A^T B^T. B starts at zero, so training starts from the base model."""
+
+    def __init__(self, base: nn.Linear, rank: int, alpha: float, dropout: float):
+        nn.Module.__init__(self)
+        self.in_features, self.out_features = base.in_features, base.out_features
+        self.weight, self.bias = base.weight, base.bias
+        self.lora_A = nn.Parameter(torch.randn(rank, self.in_features, device=base.weight.device) / math.sqrt(self.in_features))
+        self.lora_B = nn.Parameter(torch.zeros(self.out_features, rank, device=base.weight.device))
+        self.scale = alpha / rank
+        self.lora_dropout = nn.Dropout(dropout)
+
+    def forward(self, x):
+        return super().forward(x) + (self.lora_dropout(x) @ self.lora_A.t() @ self.lora_B.t()) * self.scale
 
 
 class CausalSelfAttention(nn.Module):
@@ -107,6 +125,8 @@ class GPT(nn.Module):
         ))
         self.lm_head = nn.Linear(config.n_embd, padded, bias=False)
         self.lm_head.weight = self.transformer.wte.weight  # tied, as in GPT-2
+        if config.n_classes:  # a classifier: this head replaces the LM head in forward
+            self.classifier = nn.Linear(config.n_embd, config.n_classes, bias=False)
         self.apply(self._init_weights)
         for name, p in self.named_parameters():  # GPT-2 scales the residual projections by 1/sqrt(2*n_layer)
             if name.endswith('c_proj.weight'):
@@ -136,12 +156,34 @@ class GPT(nn.Module):
         return self.transformer.ln_f(x)
 
     def forward(self, idx, targets=None):
-        """Logits (B, T, vocab_size), and the mean cross-entropy where targets != -1 if targets are given."""
-        logits = self.lm_head(self.hidden(idx))[..., :self.config.vocab_size]
+        """Logits (B, T, vocab_size), and the mean cross-entropy where targets != -1 if targets are given.
+        A classifier returns logits (B, n_classes) of each row's last real token instead; rows are padded
+        on the right with -1, and targets are class ids (B,)."""
+        if self.config.n_classes:
+            last = (idx >= 0).sum(1) - 1  # causal attention: padding after the last token cannot change it
+            h = self.hidden(idx.clamp(min=0))
+            logits = self.classifier(h[torch.arange(idx.size(0), device=idx.device), last])
+        else:
+            logits = self.lm_head(self.hidden(idx))[..., :self.config.vocab_size]
         loss = None
         if targets is not None:
             loss = F.cross_entropy(logits.reshape(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-1)
         return logits, loss
+
+    @torch.no_grad()
+    def ending_losses(self, ctx: list[int], endings: list[list[int]]):
+        """Mean cross-entropy per token of each ending after ctx: HellaSwag's length-normalised score
+        (the likeliest ending has the lowest)."""
+        rows = [(ctx + e)[-self.config.block_size:] for e in endings]
+        idx = torch.zeros(len(rows), max(map(len, rows)), dtype=torch.long)
+        targets = torch.full_like(idx, -1)
+        for i, (row, e) in enumerate(zip(rows, endings)):
+            idx[i, :len(row)] = torch.tensor(row)
+            targets[i, len(row) - 1 - len(e):len(row) - 1] = torch.tensor(e)  # position t predicts token t+1
+        dev = self.transformer.wte.weight.device
+        logits, _ = self(idx.to(dev))
+        loss = F.cross_entropy(logits.float().transpose(1, 2), targets.to(dev), ignore_index=-1, reduction='none')
+        return loss.sum(1).cpu() / torch.tensor([len(e) for e in endings])
 
     def crop_block_size(self, block_size: int):
         """Shrink the context (e.g. to fine-tune GPT-2 on shorter sequences): keep the first position rows."""
@@ -150,6 +192,40 @@ class GPT(nn.Module):
         self.transformer.wpe.weight = nn.Parameter(self.transformer.wpe.weight[:block_size])
         for block in self.transformer.h:
             block.attn.block_size = block_size
+
+    # ---------------------------------------------------------------- fine-tuning
+
+    def freeze(self, trainable_layers: int):
+        """Train only the last trainable_layers blocks, the final LayerNorm and the head."""
+        keep = [*self.transformer.h[len(self.transformer.h) - trainable_layers:], self.transformer.ln_f,
+                self.classifier if self.config.n_classes else self.lm_head]
+        self.requires_grad_(False)
+        for m in keep:
+            m.requires_grad_(True)
+
+    def projections(self):
+        """(module, name) of each attention and MLP projection: where LoRA adapters go."""
+        return [(m, n) for b in self.transformer.h for m, n in
+                ((b.attn, 'c_attn'), (b.attn, 'c_proj'), (b.mlp, 'c_fc'), (b.mlp, 'c_proj'))]
+
+    def add_lora(self, rank: int, alpha: float, dropout: float = 0.0):
+        """Freeze the model and put trainable LoRA adapters on every projection (a classifier head stays trainable)."""
+        self.requires_grad_(False)
+        for m, n in self.projections():
+            setattr(m, n, LoRALinear(getattr(m, n), rank, alpha, dropout))
+        if self.config.n_classes:
+            self.classifier.requires_grad_(True)
+
+    @torch.no_grad()
+    def merge_lora(self):
+        """Fold the adapters into the weights, leaving a plain GPT (that save_pretrained exports)."""
+        for m, n in self.projections():
+            lora = getattr(m, n)
+            if isinstance(lora, LoRALinear):
+                lora.weight += (lora.lora_B @ lora.lora_A) * lora.scale
+                plain = nn.Linear(lora.in_features, lora.out_features, bias=lora.bias is not None, device='meta')
+                plain.weight, plain.bias = lora.weight, lora.bias
+                setattr(m, n, plain)
 
     # ---------------------------------------------------------------- generation
 
@@ -214,6 +290,8 @@ class GPT(nn.Module):
         """Copy weights in, checking every name and shape. hf=True: Hugging Face GPT-2 names and Conv1D layout."""
         ours = self.state_dict()
         todo = set(ours) - {'lm_head.weight'}  # tied to wte
+        if hf:  # a Hugging Face GPT-2 has no classifier or adapters: those keep their fresh init
+            todo -= {k for k in ours if k.startswith('classifier.') or '.lora_' in k}
         for k, v in sd.items():
             if hf:
                 k = k if k.startswith(('transformer.', 'lm_head.')) else 'transformer.' + k

@@ -251,3 +251,85 @@ def test_sample_py_errors_are_one_line(tmp_path):
                       (['--init_from=gpt2'], 'could not download gpt2')]:
         r = run('sample.py', *args, HF_HUB_OFFLINE='1', HF_HOME=str(tmp_path / 'hf'))
         assert r.returncode == 1 and msg in r.stderr and 'Traceback' not in r.stderr, r.stderr
+
+
+# ---------------------------------------------------------------- fine-tuning: freezing, LoRA, classifier, HellaSwag
+
+def train_steps(model, idx, targets, steps=3):
+    opt = model.configure_optimizers(0.1, 1e-2, (0.9, 0.95), 'cpu')
+    for _ in range(steps):
+        _, loss = model(idx, targets)
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+
+def test_frozen_parameters_stay_bit_identical(tiny):
+    _, _, path = tiny
+    model = GPT.from_pretrained(path, n_classes=2)
+    model.freeze(trainable_layers=1)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    train_steps(model, torch.randint(0, 97, (4, 10)), torch.tensor([0, 1, 1, 0]))
+    for k, v in model.state_dict().items():
+        trainable = k.startswith(('transformer.h.1.', 'transformer.ln_f.', 'classifier.'))
+        assert torch.equal(v, before[k]) != trainable, k  # frozen: untouched; trainable: moved
+
+
+def test_lora_trains_only_adapters_and_merges_exactly(tiny):
+    _, _, path = tiny
+    model = GPT.from_pretrained(path)
+    base = {k: v.clone() for k, v in model.state_dict().items()}
+    model.add_lora(rank=4, alpha=8)
+    idx = torch.randint(0, 97, (2, 12))
+    _, loss = model(idx[:, :-1], idx[:, 1:])
+    loss.backward()
+    for name, p in model.named_parameters():
+        assert (p.grad is not None) == ('.lora_' in name), name
+    model.zero_grad()
+    train_steps(model, idx[:, :-1], idx[:, 1:])
+    for k, v in base.items():
+        assert torch.equal(model.state_dict()[k], v), k  # the base never moves
+    model.eval()
+    with torch.no_grad():
+        adapted = model(idx)[0]
+        assert (adapted - GPT.from_pretrained(path)(idx)[0]).abs().max() > 1e-4  # the adapters did something
+        model.merge_lora()
+        assert not [k for k in model.state_dict() if '.lora_' in k]
+        assert (model(idx)[0] - adapted).abs().max() <= 1e-5
+
+
+def test_lora_classifier_keeps_its_head_trainable(tiny):
+    _, _, path = tiny
+    model = GPT.from_pretrained(path, n_classes=3)
+    model.add_lora(rank=2, alpha=2)
+    assert {n for n, p in model.named_parameters() if p.requires_grad and '.lora_' not in n} == {'classifier.weight'}
+
+
+def test_classifier_reads_the_last_real_token(tiny):
+    _, _, path = tiny
+    model = GPT.from_pretrained(path, n_classes=2).eval()
+    rows = [torch.randint(0, 97, (n,)) for n in (5, 9, 12)]
+    padded = torch.full((3, 12), -1)
+    for i, r in enumerate(rows):
+        padded[i, :len(r)] = r
+    logits, loss = model(padded, torch.tensor([0, 1, 0]))
+    assert logits.shape == (3, 2) and loss.dim() == 0
+    for i, r in enumerate(rows):  # each row alone, unpadded, gives the same logits
+        assert torch.allclose(model(r[None])[0][0], logits[i], atol=1e-6)
+        h = model.hidden(r[None])[0, -1]  # and they come from the last token's hidden state
+        assert torch.allclose(model.classifier(h), logits[i], atol=1e-6)
+
+
+def test_ending_losses_pick_the_likeliest_ending(tiny):
+    ref, ours, _ = tiny
+    ctx = [5, 17, 42, 8]
+    endings = [[3], [60, 61, 62], [9, 9], [33, 2, 71, 70]]
+    got = ours.ending_losses(ctx, endings)
+    for i, e in enumerate(endings):  # oracle: transformers' loss on the ending's tokens only
+        ids = torch.tensor([ctx + e])
+        labels = ids.clone()
+        labels[0, :len(ctx)] = -100
+        with torch.no_grad():
+            want = ref(ids, labels=labels).loss.item()
+        assert abs(got[i].item() - want) < 1e-5
+    assert got.argmin().item() == min(range(4), key=lambda i: got[i].item())
