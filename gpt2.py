@@ -295,9 +295,11 @@ class GPT(nn.Module):
         for k, v in sd.items():
             if hf:
                 k = k if k.startswith(('transformer.', 'lm_head.')) else 'transformer.' + k
-                if k.endswith(('.attn.bias', '.attn.masked_bias')) or k == 'lm_head.weight':
-                    continue  # old causal-mask buffers, and the head that is tied to wte anyway
+                if k.endswith(('.attn.bias', '.attn.masked_bias')):
+                    continue  # old causal-mask buffers
                 v = v.t() if k.endswith(CONV1D) else v
+            if k == 'lm_head.weight':
+                continue  # tied to wte, which is loaded under its own name
             if k not in todo:
                 raise ValueError(f'checkpoint has an unexpected weight {k}: it is not a GPT-2 of this layout')
             # ours has padding rows that a Hugging Face file lacks

@@ -176,6 +176,9 @@ def test_clear_errors(tiny, tmp_path):
         GPT.from_pretrained(str(tmp_path))
     with pytest.raises(ValueError, match='lacks'):
         GPT(ours.config).load_state({})
+    copy = GPT(ours.config)
+    copy.load_state(ours.state_dict())  # our own state dict, tied head included, loads back
+    assert torch.equal(copy(torch.zeros(1, 3, dtype=torch.long))[0], ours(torch.zeros(1, 3, dtype=torch.long))[0])
 
 
 def test_crop_block_size_keeps_the_first_positions(tiny):
