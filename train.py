@@ -228,7 +228,9 @@ elif init_from == 'resume':
     if block_size > model_args['block_size']:
         die(f"block_size={block_size} is larger than the checkpoint's {model_args['block_size']}")
     model = GPT(GPTConfig(**model_args))
-    user_error(model.load_state, {k.removeprefix('_orig_mod.').removeprefix('module.'): v for k, v in ckpt['model'].items()})
+    sd = {k.removeprefix('_orig_mod.').removeprefix('module.'): v for k, v in ckpt['model'].items()}
+    sd.pop('lm_head.weight', None)  # tied to wte; gpt2.load_state rejects it (reported)
+    user_error(model.load_state, sd)
     iter_num, best_val_loss = ckpt['iter_num'], ckpt['best_val_loss']
 else:  # OpenAI's GPT-2 by name, or a Hugging Face folder
     if vocab_size != 50257:
@@ -245,7 +247,7 @@ model.to(device)
 scaler = torch.amp.GradScaler(device_type, enabled=dtype == 'float16')  # fp16 only: bf16 needs no scaling
 optimizer = model.configure_optimizers(weight_decay, learning_rate, (beta1, beta2), device_type)
 if ckpt is not None:
-    optimizer.load_state_dict(ckpt['optimizer'])
+    user_error(optimizer.load_state_dict, ckpt['optimizer'])
     if ckpt.get('scaler'):
         scaler.load_state_dict(ckpt['scaler'])
 raw_model = model  # plain keys in checkpoints, whatever wraps it

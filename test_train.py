@@ -1,0 +1,220 @@
+"""
+What train.py promises, checked on tiny models and tiny data written here (pytest -q; about a minute
+or two on 2 CPU cores). train.py runs as a subprocess, as a user runs it.
+"""
+import csv
+import os
+import pickle
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+TRAIN = os.path.join(HERE, 'train.py')
+TINY = ['--n_layer=2', '--n_head=2', '--n_embd=32', '--block_size=16', '--batch_size=4', '--dtype=float32',
+        '--compile=False', '--device=cpu', '--eval_interval=1000', '--eval_iters=2', '--log_interval=1',
+        '--warmup_iters=2', '--lr_decay_iters=50', '--learning_rate=3e-3']
+ENV = dict(os.environ, OMP_NUM_THREADS='1')  # tiny models: threads only cost; two ranks share 2 cores
+
+
+def write_data(root, name='tiny', n=4000, vocab=16, char=True, seed=0):
+    """A dataset as prepare.py writes it: train.bin/val.bin of uint16 ids (+ meta.pkl for characters)."""
+    d = root / name
+    d.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    for split, m in (('train', n), ('val', max(n // 10, 64))):
+        rng.integers(0, vocab, size=m).astype(np.uint16).tofile(d / f'{split}.bin')
+    if char:
+        chars = [chr(ord('a') + i) for i in range(vocab)]
+        with open(d / 'meta.pkl', 'wb') as f:
+            pickle.dump(dict(vocab_size=vocab, stoi={c: i for i, c in enumerate(chars)}, itos=dict(enumerate(chars))), f)
+    return root
+
+
+def train(tmp, out, *flags, nproc=0, check=True):
+    cmd = [sys.executable, TRAIN]
+    if nproc:
+        with socket.socket() as s:  # a free port: other jobs on this machine may run torchrun too
+            s.bind(('127.0.0.1', 0))
+            port = s.getsockname()[1]
+        cmd = [sys.executable, '-m', 'torch.distributed.run', f'--nproc_per_node={nproc}', '--nnodes=1',
+               '--master_addr=127.0.0.1', f'--master_port={port}', TRAIN]
+    cmd += [f'--data_dir={tmp / "data"}', '--dataset=tiny', f'--out_dir={tmp / out}', *TINY, *flags]
+    p = subprocess.run(cmd, cwd=tmp, capture_output=True, text=True, env=ENV, timeout=300)
+    if check:
+        assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-3000:]
+    return p
+
+
+def ckpt(tmp, out):
+    return torch.load(tmp / out / 'ckpt.pt', map_location='cpu', weights_only=True)
+
+
+def log_rows(tmp, out, kind='train'):
+    with open(tmp / out / 'log.csv') as f:
+        return [r for r in csv.DictReader(f) if r['kind'] == kind]
+
+
+@pytest.fixture
+def tmp(tmp_path):
+    write_data(tmp_path / 'data')
+    return tmp_path
+
+
+@pytest.fixture(scope='module')
+def accum4(tmp_path_factory):
+    """One process, 4 micro-steps of batch 2, 4 iterations: the reference for accumulation and DDP."""
+    t = tmp_path_factory.mktemp('ref')
+    write_data(t / 'data')
+    train(t, 'out', '--gradient_accumulation_steps=4', '--batch_size=2', '--max_iters=4')
+    return ckpt(t, 'out')
+
+
+def assert_same_weights(a, b, exact=False):
+    assert a.keys() == b.keys()
+    for k in a:
+        if exact:
+            assert torch.equal(a[k], b[k]), k
+        else:
+            torch.testing.assert_close(a[k], b[k], rtol=1e-5, atol=1e-6, msg=k)
+
+
+def test_overfits_one_batch(tmp_path):
+    # 17 tokens of data with block_size 16: every row is the same sequence, so every batch is one batch
+    write_data(tmp_path / 'data', n=17, vocab=16)
+    train(tmp_path, 'out', '--n_embd=64', '--max_iters=150', '--learning_rate=1e-2', '--weight_decay=0.0',
+          '--lr_decay_iters=150', '--min_lr=1e-3', '--warmup_iters=10')
+    losses = [float(r['loss']) for r in log_rows(tmp_path, 'out')]
+    assert losses[0] > 2.0
+    assert losses[-1] < 0.05, losses[-10:]
+
+
+def test_lr_schedule_warmup_peak_floor(tmp):
+    train(tmp, 'out', '--max_iters=26', '--learning_rate=1e-2', '--min_lr=1e-3', '--warmup_iters=5', '--lr_decay_iters=20')
+    lr = {int(r['iter']): float(r['lr']) for r in log_rows(tmp, 'out')}
+    assert sorted(lr) == list(range(26))
+    assert lr[0] == pytest.approx(1e-2 / 6) and lr[0] > 0  # above zero at step 0
+    assert all(lr[i] < lr[i + 1] for i in range(5))  # warmup rises ...
+    assert lr[5] == pytest.approx(1e-2)  # ... to the peak
+    assert all(lr[i] > lr[i + 1] for i in range(5, 20))  # cosine falls ...
+    assert lr[12] == pytest.approx(1e-3 + 0.5 * (1 + np.cos(np.pi * 7 / 15)) * 9e-3)
+    assert all(lr[i] == pytest.approx(1e-3) for i in range(20, 26))  # ... to the floor, and stays
+
+
+def test_accumulation_equals_big_batch(tmp, accum4):
+    train(tmp, 'big', '--gradient_accumulation_steps=1', '--batch_size=8', '--max_iters=4')
+    assert_same_weights(ckpt(tmp, 'big')['model'], accum4['model'])
+
+
+def test_ddp_two_processes_equals_one(tmp, accum4):
+    # 2 ranks x 2 micro-steps of batch 2 = 1 process x 4 micro-steps (the accumulation is the total)
+    train(tmp, 'ddp', '--gradient_accumulation_steps=4', '--batch_size=2', '--max_iters=4', nproc=2)
+    c = ckpt(tmp, 'ddp')
+    assert c['world_size'] == 2 and len(c['rng']) == 2
+    assert_same_weights(c['model'], accum4['model'])
+
+
+def test_resume_is_bit_identical(tmp):
+    flags = ['--dropout=0.1', '--eval_interval=3']  # dropout: the RNG state must be carried over too
+    train(tmp, 'straight', *flags, '--max_iters=8')
+    train(tmp, 'split', *flags, '--max_iters=4')
+    assert ckpt(tmp, 'split')['iter_num'] == 4
+    # only what changes is given: every other setting (data_dir, model, dropout, ...) comes from the checkpoint
+    p = subprocess.run([sys.executable, TRAIN, f'--out_dir={tmp / "split"}', '--init_from=resume', '--max_iters=8'],
+                       cwd=tmp, capture_output=True, text=True, env=ENV, timeout=300)
+    assert p.returncode == 0, p.stderr
+    a, b = ckpt(tmp, 'straight'), ckpt(tmp, 'split')
+    assert b['iter_num'] == 8
+    assert_same_weights(a['model'], b['model'], exact=True)
+    assert_same_weights(a['optimizer']['state'][0], b['optimizer']['state'][0], exact=True)
+    assert [r['loss'] for r in log_rows(tmp, 'straight')] == [r['loss'] for r in log_rows(tmp, 'split')]
+    assert [r['iter'] for r in log_rows(tmp, 'split', 'eval')] == ['0', '3', '4', '6', '8']  # 4: end of the first part
+
+
+def test_sigterm_saves_a_loadable_checkpoint(tmp):
+    cmd = [sys.executable, TRAIN, f'--data_dir={tmp / "data"}', '--dataset=tiny', f'--out_dir={tmp / "out"}', *TINY,
+           '--max_iters=1000000', '--lr_decay_iters=1000000']
+    p = subprocess.Popen(cmd, cwd=tmp, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
+    deadline = time.time() + 120
+    while time.time() < deadline and p.poll() is None:
+        if (tmp / 'out' / 'log.csv').exists() and len(log_rows(tmp, 'out')) >= 3:
+            break
+        time.sleep(0.2)
+    p.send_signal(signal.SIGTERM)
+    out, err = p.communicate(timeout=60)
+    assert p.returncode == 0, err[-3000:]
+    assert 'SIGTERM' in out
+    c = ckpt(tmp, 'out')  # weights_only=True: plain values only
+    assert {'model', 'optimizer', 'scaler', 'model_args', 'iter_num', 'best_val_loss', 'config', 'rng'} <= set(c)
+    assert c['iter_num'] >= 3 and c['config']['dataset'] == 'tiny' and c['model_args']['n_embd'] == 32
+    assert not any(k.startswith(('_orig_mod.', 'module.')) for k in c['model'])
+    assert {'torch', 'numpy', 'python'} <= set(c['rng'][0])
+    n = c['iter_num']
+    train(tmp, 'out', '--init_from=resume', f'--max_iters={n + 2}')
+    assert ckpt(tmp, 'out')['iter_num'] == n + 2
+
+
+def test_nan_loss_stops_and_keeps_the_checkpoint(tmp):
+    train(tmp, 'out', '--max_iters=2')
+    good = ckpt(tmp, 'out')
+    p = train(tmp, 'out', '--init_from=resume', '--max_iters=20', '--learning_rate=1e30', '--grad_clip=0.0', check=False)
+    assert p.returncode == 1 and 'Traceback' not in p.stderr
+    assert 'loss is nan' in p.stderr or 'loss is inf' in p.stderr, p.stderr
+    assert_same_weights(ckpt(tmp, 'out')['model'], good['model'], exact=True)
+
+
+def test_init_from_hugging_face_folder_crops_block_size(tmp):
+    from gpt2 import GPT, GPTConfig
+    GPT(GPTConfig(block_size=32, vocab_size=50257, n_layer=1, n_head=2, n_embd=16)).save_pretrained(str(tmp / 'hf'))
+    write_data(tmp / 'data', name='bpe', vocab=50257, char=False)
+    train(tmp, 'ft', '--dataset=bpe', f'--init_from={tmp / "hf"}', '--max_iters=2', '--block_size=8', '--dropout=0.1')
+    c = ckpt(tmp, 'ft')
+    assert c['model_args']['block_size'] == 8 and c['model_args']['vocab_size'] == 50257
+    assert c['model']['transformer.wpe.weight'].shape == (8, 16)
+    assert c['model']['transformer.wte.weight'].shape == (50304, 16)  # padded by the model
+
+
+def foreign_file(path):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({'transformer.wte.weight': torch.zeros(3, 2)}, path)  # e.g. a raw Hugging Face state dict
+
+
+@pytest.mark.parametrize('flags, message', [
+    (['--batchsize=8'], "unknown setting 'batchsize'; did you mean 'batch_size'?"),
+    (['--batch_size=abc'], 'batch_size must be int'),
+    (['--batch_size=0'], 'batch_size must be at least 1'),
+    (['--dataset=nope'], '`python prepare.py nope`'),
+    (['--block_size=1000'], 'block_size=1000 is larger than the data'),
+    (['--init_from=gpt5'], "unknown init_from 'gpt5'"),
+    (['--init_from=resume'], 'no checkpoint at'),
+    (['--init_from=resume', 'FOREIGN'], 'is not a train.py checkpoint'),
+    (['--init_from=resume', 'GARBAGE'], 'is not a readable train.py checkpoint'),
+    (['--dtype=float64'], 'dtype must be'),
+    (['--gradient_accumulation_steps=3', 'RANKS'], 'must be a multiple of the 2 processes'),
+    (['--init_from=resume', 'BIGGER'], "block_size=32 is larger than the checkpoint's 16"),
+])
+def test_bad_input_is_one_line(tmp, flags, message):
+    env = dict(ENV)
+    if 'FOREIGN' in flags:
+        foreign_file(tmp / 'out' / 'ckpt.pt')
+    if 'GARBAGE' in flags:
+        (tmp / 'out').mkdir()
+        (tmp / 'out' / 'ckpt.pt').write_bytes(b'not a checkpoint')
+    if 'RANKS' in flags:  # as torchrun would set them; the check comes before any process group
+        env.update(RANK='0', LOCAL_RANK='0', WORLD_SIZE='2')
+    if 'BIGGER' in flags:
+        train(tmp, 'out', '--max_iters=1')
+        flags = flags + ['--block_size=32']
+    flags = [f for f in flags if not f.isupper()]
+    cmd = [sys.executable, TRAIN, f'--data_dir={tmp / "data"}', '--dataset=tiny', f'--out_dir={tmp / "out"}', *TINY, *flags]
+    p = subprocess.run(cmd, cwd=tmp, capture_output=True, text=True, env=env, timeout=120)
+    assert p.returncode != 0
+    lines = p.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith('train.py: '), p.stderr
+    assert message in lines[0]
