@@ -1,10 +1,13 @@
 """Tests for prepare.py, offline: small corpora written here, GPT-2 BPE from TIKTOKEN_CACHE_DIR."""
+import collections
+import io
 import json
 import os
 import pickle
 import shutil
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -185,6 +188,27 @@ def test_undecodable_bytes_are_replaced_with_a_warning(tmp_path):
 # bad input: one line that says what to do, and nothing left behind
 
 
+ALPACA_RECORDS = [
+    {'instruction': 'Rewrite the sentence in passive voice.', 'input': 'The chef cooked the meal.',
+     'output': 'The meal was cooked by the chef.'},
+    {'instruction': 'Name three primary colors.', 'input': '', 'output': 'Red, blue and yellow.'},  # no input
+    {'instruction': 'Translate to Japanese: “café”', 'input': 'Ünïcödé — naïve 🙂',
+     'output': '日本語のテキスト\n  indented, and a literal <|endoftext|> in the text'},
+] + [{'instruction': f'Count to {i}.', 'input': '' if i % 2 else f'from {i}', 'output': ' '.join(map(str, range(i)))}
+     for i in range(1, 18)]
+HELLASWAG_RECORDS = [
+    {'ctx': 'A man is sitting on a roof. He', 'endings': ['is using wrap to wrap a pair of skis.', 'is ripping level tiles off.',
+     "is holding a rubik's cube.", 'starts pulling up roofing on a roof.'], 'label': 3, 'ind': 4},
+    {'ctx': 'Ünïcode context, then', 'endings': ['日本語', 'naïve café', '', '  two spaces'], 'label': 0},
+    {'ctx': '', 'endings': ['a', 'b', 'c', 'd'], 'label': 2},
+]
+HELLASWAG = ''.join(json.dumps(r) + '\n' for r in HELLASWAG_RECORDS)
+
+
+def given(path, data):  # an --input argument for a file with this content
+    return f'--input={write(path, data)}'
+
+
 BAD = {
     'missing': (lambda t: ['mine', f'--input={t}/nope.txt'], "no such file or folder"),
     'empty file': (lambda t: ['mine', f'--input={write(t / "e.txt", b"")}'], "is empty"),
@@ -199,6 +223,30 @@ BAD = {
     'bad value': (lambda t: ['stdlib', '--seed=abc'], "--seed takes a int"),
     'bad tokenizer': (lambda t: ['stdlib', '--tokenizer=bpe'], "--tokenizer is gpt2 or char"),
     'no shards': (lambda t: ['fineweb_edu', f'--input={t}'], "no .parquet or .jsonl shards in"),
+    'examples need bpe': (lambda t: ['sms_spam', '--tokenizer=char'], "sms_spam is GPT-2 BPE only: drop --tokenizer"),
+    'no sms file': (lambda t: ['sms_spam', f'--input={t}/nope'], "no such file"),
+    'empty sms': (lambda t: ['sms_spam', given(t / "e", " \n")], "is empty"),
+    'sms bad label': (lambda t: ['sms_spam', given(t / "s", "ham\thi\nspam\tbuy\nhma\toops\n")],
+                      "line 3 is not ham or spam, a tab, then the message: 'hma\\toops'"),
+    'sms no tab': (lambda t: ['sms_spam', given(t / "s", "ham hi\n")], "line 1 is not ham or spam"),
+    'sms no spam': (lambda t: ['sms_spam', given(t / "s", "ham\thi\n")], "1 ham and 0 spam"),
+    'alpaca not json': (lambda t: ['alpaca', given(t / "a.json", "[{")], "is not JSON: "),
+    'alpaca empty list': (lambda t: ['alpaca', given(t / "a.json", "[]")], "expected a non-empty JSON list"),
+    'alpaca not a list': (lambda t: ['alpaca', given(t / "a.json", json.dumps(ALPACA_RECORDS[0]))],
+                          "expected a non-empty JSON list"),
+    'alpaca bad record': (lambda t: ['alpaca', given(t / "a.json", json.dumps(ALPACA_RECORDS[:2] + [{"instruction": "x", "output": "y"}, 3]))],
+                          "record 2 is not an object with string instruction, input and output"),
+    'alpaca null input': (lambda t: ['alpaca', given(t / "a.json", json.dumps([{**ALPACA_RECORDS[0], "input": None}]))],
+                          "record 0 is not"),
+    'empty hellaswag': (lambda t: ['hellaswag', given(t / "h.jsonl", "")], "is empty"),
+    **{f'hellaswag {k}': (lambda t, r=r: ['hellaswag', given(t / "h.jsonl", HELLASWAG + r + '\n')],
+                          "line 4 is not a record with ctx, 4 endings and a label 0-3")
+       for k, r in {'3 endings': '{"ctx": "a", "endings": ["b", "c", "d"], "label": 0}',
+                    'label 4': '{"ctx": "a", "endings": ["b", "c", "d", "e"], "label": 4}',
+                    'label "1"': '{"ctx": "a", "endings": ["b", "c", "d", "e"], "label": "1"}',
+                    'no ctx': '{"endings": ["b", "c", "d", "e"], "label": 1}',
+                    'endings a string': '{"ctx": "a", "endings": "bcde", "label": 1}',
+                    'not json': '{"ctx": "a",'}.items()},
 }
 
 
@@ -306,4 +354,134 @@ def test_fineweb_without_pyarrow_says_how_to_install(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, 'pyarrow', None)  # import pyarrow now raises ImportError
     with pytest.raises(SystemExit, match=r'^prepare.py: reading parquet shards needs pyarrow: pip install pyarrow$'):
         prepare.main(['fineweb_edu', f'--input={tmp_path / "pq"}', f'--out_dir={tmp_path / "out"}'])
+    assert files_under(tmp_path / 'out') == []
+
+# -----------------------------------------------------------------------------
+# example datasets: <split>.npz with tokens, offsets and per-example arrays
+
+SMS = HERE.parent / 'shared' / 'data' / 'sms_spam_collection' / 'SMSSpamCollection'
+ALPACA = HERE.parent / 'shared' / 'data' / 'instruction_data' / 'instruction-data.json'
+
+
+def load_segments(path):
+    """The segments of an example .npz as lists of ids, and all its arrays."""
+    z = dict(np.load(path))  # allow_pickle=False, the default: plain arrays only
+    tokens, offsets = z['tokens'], z['offsets']
+    assert tokens.dtype == np.uint16 and offsets.dtype == np.int64
+    assert offsets[0] == 0 and offsets[-1] == len(tokens) and np.all(np.diff(offsets) >= 0)
+    return [tokens[a:b].tolist() for a, b in zip(offsets[:-1], offsets[1:])], z
+
+
+def example_files(tmp_path, dataset, src, name='out', *extra):
+    prepare.main([dataset, f'--input={src}', f'--out_dir={tmp_path / name}', *extra])
+    d = tmp_path / name / dataset
+    return {f.name: f.read_bytes() for f in sorted(d.iterdir())}, d
+
+
+@pytest.mark.skipif(not SMS.exists(), reason=f"no local SMS Spam Collection at {SMS}")
+def test_sms_spam_balanced_seeded_split(tmp_path, enc):
+    source = collections.Counter(tuple(line.split('\t', 1)[::-1]) for line in SMS.read_text(encoding='utf-8').split('\n') if line)
+    files, d = example_files(tmp_path, 'sms_spam', SMS)
+    assert sorted(files) == ['test.npz', 'train.npz', 'val.npz']
+    got, sizes = collections.Counter(), {}
+    for split in ('train', 'val', 'test'):
+        segs, z = load_segments(d / f'{split}.npz')
+        assert z['labels'].dtype == np.int64 and z['classes'].tolist() == ['ham', 'spam'] and len(z['labels']) == len(segs)
+        assert 0.4 < z['labels'].mean() < 0.6, split  # balanced, in every split
+        got.update((enc.decode(s), ['ham', 'spam'][label]) for s, label in zip(segs, z['labels']))
+        sizes[split] = len(segs)
+    assert sizes == {'train': 1045, 'val': 149, 'test': 300}  # 70/10/20 of 2 x 747, as LLMs-from-scratch
+    assert not got - source  # every message is from the file, with its own label, at most as often
+    assert sum(n for (_, label), n in got.items() if label == 'spam') == 747  # all spam, as much ham
+    assert example_files(tmp_path, 'sms_spam', SMS, 'again')[0] == files
+    assert example_files(tmp_path, 'sms_spam', SMS, 'seed', '--seed=1')[0]['train.npz'] != files['train.npz']
+
+
+def test_sms_spam_download_is_unzipped(tmp_path, monkeypatch, enc):
+    lines = ['ham\t"quoted" start', 'spam\tWIN £100 now!', 'ham\tok\tsee you', 'spam\tcall 0800']
+    zipped = io.BytesIO()
+    with zipfile.ZipFile(zipped, 'w') as z:
+        z.writestr('readme', 'not this one')
+        z.writestr('SMSSpamCollection', '\r\n'.join(lines) + '\r\n')  # CRLF, as some copies have
+    monkeypatch.setattr(prepare, 'fetch', lambda url, what: zipped.getvalue())
+    prepare.main(['sms_spam', f'--out_dir={tmp_path}'])
+    got = []
+    for split in ('train', 'val', 'test'):
+        segs, z = load_segments(tmp_path / 'sms_spam' / f'{split}.npz')
+        got += [f"{['ham', 'spam'][label]}\t{enc.decode(s)}" for s, label in zip(segs, z['labels'])]
+    assert sorted(got) == sorted(lines)
+    monkeypatch.setattr(prepare, 'fetch', lambda url, what: b'<html>not a zip</html>')
+    with pytest.raises(SystemExit, match=r'is not a zip file holding SMSSpamCollection: pass --input=PATH'):
+        prepare.main(['sms_spam', f'--out_dir={tmp_path / "bad"}'])
+    assert files_under(tmp_path / 'bad') == []
+
+
+def test_alpaca_prompt_template():
+    head = "Below is an instruction that describes a task. Write a response that appropriately completes the request."
+    assert prepare.alpaca_prompt('Add 1 and 2.') == head + "\n\n### Instruction:\nAdd 1 and 2.\n\n### Response:\n"
+    assert prepare.alpaca_prompt('Add.', '1, 2') == head + "\n\n### Instruction:\nAdd.\n\n### Input:\n1, 2\n\n### Response:\n"
+
+
+def check_alpaca(enc, d, records, sizes):
+    rows = []
+    for split in ('train', 'val', 'test'):
+        segs, z = load_segments(d / f'{split}.npz')
+        assert z['prompt_lens'].dtype == np.int64 and len(z['prompt_lens']) == len(segs) == sizes[split]
+        for s, n in zip(segs, z['prompt_lens'].tolist()):
+            assert s[-1] == prepare.EOT and prepare.EOT not in s[:-1]  # a literal "<|endoftext|>" stays text
+            rows.append((enc.decode(s[:n]), enc.decode(s[n:])))
+        if split == 'test':  # the raw records, in the order of test.npz
+            test = json.loads((d / 'test.json').read_text(encoding='utf-8'))
+            assert rows[-len(segs):] == [(prepare.alpaca_prompt(r['instruction'], r['input']), r['output'] + '<|endoftext|>') for r in test]
+    want = [(prepare.alpaca_prompt(r['instruction'], r['input']), r['output'] + '<|endoftext|>') for r in records]
+    assert sorted(rows) == sorted(want)
+
+
+def test_alpaca_prompt_and_response(tmp_path, enc):
+    src = write(tmp_path / 'data.json', json.dumps(ALPACA_RECORDS))
+    files, d = example_files(tmp_path, 'alpaca', src)
+    assert sorted(files) == ['test.json', 'test.npz', 'train.npz', 'val.npz']
+    check_alpaca(enc, d, ALPACA_RECORDS, {'train': 17, 'val': 1, 'test': 2})
+    assert example_files(tmp_path, 'alpaca', src, 'again')[0] == files
+    assert example_files(tmp_path, 'alpaca', src, 'seed', '--seed=7')[0]['test.json'] != files['test.json']
+
+
+@pytest.mark.skipif(not ALPACA.exists(), reason=f"no local instruction-data.json at {ALPACA}")
+def test_alpaca_shared_file(tmp_path, enc):
+    records = json.loads(ALPACA.read_text(encoding='utf-8'))
+    check_alpaca(enc, example_files(tmp_path, 'alpaca', ALPACA)[1], records, {'train': 935, 'val': 55, 'test': 110})
+
+
+def test_hellaswag_layout(tmp_path, enc):
+    src = write(tmp_path / 'val.jsonl', HELLASWAG + '\n')  # a blank line is no record
+    files, d = example_files(tmp_path, 'hellaswag', src)
+    assert sorted(files) == ['val.npz']
+    segs, z = load_segments(d / 'val.npz')
+    assert z['labels'].dtype == np.int64 and z['labels'].tolist() == [3, 0, 2] and sorted(z) == ['labels', 'offsets', 'tokens']
+    assert segs == [ids for r in HELLASWAG_RECORDS for ids in
+                    [enc.encode(r['ctx'])] + [enc.encode(' ' + e) for e in r['endings']]]
+    assert enc.decode(segs[1]) == ' is using wrap to wrap a pair of skis.'
+
+
+@pytest.mark.parametrize('dataset,what', [('sms_spam', 'SMSSpamCollection'), ('alpaca', 'instruction-data.json'),
+                                          ('hellaswag', 'hellaswag_val.jsonl')])
+def test_example_download_failure_says_how_to_pass_input(tmp_path, monkeypatch, dataset, what):
+    monkeypatch.setattr(prepare, f'{dataset.upper()}_URL', 'http://127.0.0.1:9/x')  # nothing listens
+    with pytest.raises(SystemExit, match=rf'^prepare.py: cannot download http://127.0.0.1:9/x \(ConnectionError\): '
+                                         rf'pass --input=PATH to a local copy of {what}$'):
+        prepare.main([dataset, f'--out_dir={tmp_path}'])
+    assert files_under(tmp_path) == []
+
+
+def test_interrupted_example_run_leaves_nothing(tmp_path, monkeypatch):
+    src = write(tmp_path / 'data.json', json.dumps(ALPACA_RECORDS))
+    write_examples = prepare.write_examples
+
+    def dies_at_val(path, *a, **kw):  # train.npz.tmp and test.npz.tmp are written by then
+        if path.endswith('val.npz'):
+            raise KeyboardInterrupt
+        write_examples(path, *a, **kw)
+    monkeypatch.setattr(prepare, 'write_examples', dies_at_val)
+    with pytest.raises(KeyboardInterrupt):
+        prepare.main(['alpaca', f'--input={src}', f'--out_dir={tmp_path / "out"}'])
     assert files_under(tmp_path / 'out') == []
