@@ -7,6 +7,9 @@ $ python prepare.py shakespeare_char         # Tiny Shakespeare, characters (dow
 $ python prepare.py shakespeare              # Tiny Shakespeare, GPT-2 BPE
 $ python prepare.py mine --input=notes/ --tokenizer=char  # your own file, or folder of .txt files
 $ python prepare.py fineweb_edu --max_shards=2            # FineWeb-Edu sample-10BT, GPT-2 BPE
+$ python prepare.py sms_spam                 # SMS Spam Collection: ham or spam, to fine-tune a classifier
+$ python prepare.py alpaca                   # LLMs-from-scratch's 1,100 instructions, Alpaca template
+$ python prepare.py hellaswag                # HellaSwag val, to evaluate: pick the right ending of 4
 
 Splits. One text file: the first 90% of its bytes is train and the rest val, as nanoGPT does.
 A folder: whole files go to val, picked by a seeded hash of their path in the folder, so no val
@@ -15,6 +18,12 @@ to val when a seeded hash of its text says so, which also keeps duplicates in on
 With GPT-2 BPE every document of a folder or of FineWeb starts with <|endoftext|> (50256), like
 llm.c, so the token after an EOT always begins a document; a single file gets no EOT at all.
 Bytes that are not UTF-8 become U+FFFD, with one warning line per file that had any.
+
+The last three are examples, GPT-2 BPE only: data/<name>/<split>.npz holds `tokens` (uint16, all
+examples back to back) and `offsets` (int64, n_segments + 1: segment i is tokens[offsets[i]:offsets[i+1]]).
+sms_spam: a segment per message, `labels` (0 ham, 1 spam), hams dropped to balance, 70/10/20%
+train/val/test. alpaca: prompt then response + <|endoftext|>, `prompt_lens` (the loss is on the rest),
+85/5/10%, and test.json. hellaswag: val only, the context then its 4 endings, `labels` (the right one).
 """
 import codecs
 import collections
@@ -369,9 +378,7 @@ def finish(out: str, counts: dict[str, int], meta: dict | None) -> None:
         print(f"{split}: {n:,} tokens -> {path}")
 
 # -----------------------------------------------------------------------------
-# example datasets, for fine-tuning and evaluation: data/<name>/<split>.npz holds `tokens`
-# (uint16, all examples back to back) and `offsets` (int64, segment i is
-# tokens[offsets[i]:offsets[i+1]]), plus per-example arrays such as `labels`
+# example datasets, for fine-tuning and evaluation
 
 def read_source(cfg: dict, url: str, what: str, member: str = '') -> str:
     """The text of --input, or else of the download (or of one file in it, when it is a zip)."""
@@ -401,10 +408,11 @@ def gpt2_only(cfg: dict, out: str):
         raise SystemExit(f"prepare.py: {os.path.basename(out)} is GPT-2 BPE only: drop --tokenizer")
     return load_gpt2()
 
-def write_examples(path: str, segments: list[list[int]], **arrays) -> None:
+def write_examples(out: str, split: str, segments: list[list[int]], **arrays) -> None:
     offsets = np.cumsum([0] + [len(s) for s in segments], dtype=np.int64)
     tokens = np.array([t for s in segments for t in s], np.uint16)
-    with open(path + '.tmp', 'wb') as f:  # a file object, so np.savez adds no .npz to the name
+    os.makedirs(out, exist_ok=True)
+    with open(os.path.join(out, f'{split}.npz.tmp'), 'wb') as f:  # a file object: np.savez adds no .npz
         np.savez(f, tokens=tokens, offsets=offsets, **arrays)
 
 def put_in_place(out: str, notes: dict[str, str]) -> None:
@@ -436,12 +444,12 @@ def prepare_sms_spam(cfg: dict, out: str) -> None:
     keep = np.concatenate([rng.choice(ham, len(spam), replace=False), spam])
     rng.shuffle(keep)
     n_train, n_val = int(len(keep) * 0.7), int(len(keep) * 0.1)
-    os.makedirs(out, exist_ok=True)
     notes = {}
     for split, idx in zip(('train', 'val', 'test'), np.split(keep, [n_train, n_train + n_val])):
-        write_examples(os.path.join(out, f'{split}.npz'), [enc.encode_ordinary(texts[i]) for i in idx],
+        write_examples(out, split, [enc.encode_ordinary(texts[i]) for i in idx],
                        labels=labels[idx], classes=np.array(['ham', 'spam']))
-        notes[f'{split}.npz'] = f"{len(idx):,} messages, {np.sum(labels[idx] == 0):,} ham / {np.sum(labels[idx]):,} spam"
+        n_spam = int(labels[idx].sum())
+        notes[f'{split}.npz'] = f"{len(idx):,} messages, {len(idx) - n_spam:,} ham / {n_spam:,} spam"
     put_in_place(out, notes)
 
 def alpaca_prompt(instruction: str, input: str = '') -> str:
@@ -464,13 +472,12 @@ def prepare_alpaca(cfg: dict, out: str) -> None:
     records = [records[i] for i in np.random.RandomState(cfg['seed']).permutation(len(records))]
     n_train, n_test = int(len(records) * 0.85), int(len(records) * 0.1)  # the rest, 5%, is val
     splits = {'train': records[:n_train], 'test': records[n_train:n_train + n_test], 'val': records[n_train + n_test:]}
-    os.makedirs(out, exist_ok=True)
     notes = {}
     for split, recs in splits.items():
         # prompt and response encoded apart, so prompt_lens is exactly where the loss starts
         prompts = [enc.encode_ordinary(alpaca_prompt(r['instruction'], r['input'])) for r in recs]
         segments = [p + enc.encode_ordinary(r['output']) + [EOT] for p, r in zip(prompts, recs)]
-        write_examples(os.path.join(out, f'{split}.npz'), segments, prompt_lens=np.array([len(p) for p in prompts], np.int64))
+        write_examples(out, split, segments, prompt_lens=np.array([len(p) for p in prompts], np.int64))
         notes[f'{split}.npz'] = f"{len(recs):,} records, {sum(map(len, segments)):,} tokens"
     with open(os.path.join(out, 'test.json.tmp'), 'w', encoding='utf-8') as f:  # answers to compare with
         json.dump(splits['test'], f, indent=1, ensure_ascii=False)
@@ -493,8 +500,7 @@ def prepare_hellaswag(cfg: dict, out: str) -> None:
         # each ending with a leading space, as it follows the context, like build-nanogpt and llm.c
         segments += [enc.encode_ordinary(ex['ctx'])] + [enc.encode_ordinary(' ' + e) for e in ex['endings']]
         labels.append(ex['label'])
-    os.makedirs(out, exist_ok=True)
-    write_examples(os.path.join(out, 'val.npz'), segments, labels=np.array(labels, np.int64))
+    write_examples(out, 'val', segments, labels=np.array(labels, np.int64))
     put_in_place(out, {'val.npz': f"{len(labels):,} examples, 5 segments each: context, then 4 endings"})
 
 DATASETS = {  # name -> (function, its defaults); any other name is the user's own --input

@@ -234,7 +234,7 @@ BAD = {
     'alpaca empty list': (lambda t: ['alpaca', given(t / "a.json", "[]")], "expected a non-empty JSON list"),
     'alpaca not a list': (lambda t: ['alpaca', given(t / "a.json", json.dumps(ALPACA_RECORDS[0]))],
                           "expected a non-empty JSON list"),
-    'alpaca bad record': (lambda t: ['alpaca', given(t / "a.json", json.dumps(ALPACA_RECORDS[:2] + [{"instruction": "x", "output": "y"}, 3]))],
+    'alpaca bad record': (lambda t: ['alpaca', given(t / "a.json", json.dumps(ALPACA_RECORDS[:2] + [{"instruction": "x"}, 3]))],
                           "record 2 is not an object with string instruction, input and output"),
     'alpaca null input': (lambda t: ['alpaca', given(t / "a.json", json.dumps([{**ALPACA_RECORDS[0], "input": None}]))],
                           "record 0 is not"),
@@ -386,7 +386,8 @@ def test_sms_spam_balanced_seeded_split(tmp_path, enc):
     got, sizes = collections.Counter(), {}
     for split in ('train', 'val', 'test'):
         segs, z = load_segments(d / f'{split}.npz')
-        assert z['labels'].dtype == np.int64 and z['classes'].tolist() == ['ham', 'spam'] and len(z['labels']) == len(segs)
+        assert z['labels'].dtype == np.int64 and len(z['labels']) == len(segs)
+        assert z['classes'].tolist() == ['ham', 'spam']
         assert 0.4 < z['labels'].mean() < 0.6, split  # balanced, in every split
         got.update((enc.decode(s), ['ham', 'spam'][label]) for s, label in zip(segs, z['labels']))
         sizes[split] = len(segs)
@@ -423,6 +424,8 @@ def test_alpaca_prompt_template():
 
 
 def check_alpaca(enc, d, records, sizes):
+    def want(r):  # the decoded prompt and response of record r
+        return prepare.alpaca_prompt(r['instruction'], r['input']), r['output'] + '<|endoftext|>'
     rows = []
     for split in ('train', 'val', 'test'):
         segs, z = load_segments(d / f'{split}.npz')
@@ -432,9 +435,8 @@ def check_alpaca(enc, d, records, sizes):
             rows.append((enc.decode(s[:n]), enc.decode(s[n:])))
         if split == 'test':  # the raw records, in the order of test.npz
             test = json.loads((d / 'test.json').read_text(encoding='utf-8'))
-            assert rows[-len(segs):] == [(prepare.alpaca_prompt(r['instruction'], r['input']), r['output'] + '<|endoftext|>') for r in test]
-    want = [(prepare.alpaca_prompt(r['instruction'], r['input']), r['output'] + '<|endoftext|>') for r in records]
-    assert sorted(rows) == sorted(want)
+            assert rows[-len(segs):] == [want(r) for r in test]
+    assert sorted(rows) == sorted(map(want, records))
 
 
 def test_alpaca_prompt_and_response(tmp_path, enc):
@@ -457,7 +459,8 @@ def test_hellaswag_layout(tmp_path, enc):
     files, d = example_files(tmp_path, 'hellaswag', src)
     assert sorted(files) == ['val.npz']
     segs, z = load_segments(d / 'val.npz')
-    assert z['labels'].dtype == np.int64 and z['labels'].tolist() == [3, 0, 2] and sorted(z) == ['labels', 'offsets', 'tokens']
+    assert sorted(z) == ['labels', 'offsets', 'tokens']
+    assert z['labels'].dtype == np.int64 and z['labels'].tolist() == [3, 0, 2]
     assert segs == [ids for r in HELLASWAG_RECORDS for ids in
                     [enc.encode(r['ctx'])] + [enc.encode(' ' + e) for e in r['endings']]]
     assert enc.decode(segs[1]) == ' is using wrap to wrap a pair of skis.'
@@ -477,10 +480,10 @@ def test_interrupted_example_run_leaves_nothing(tmp_path, monkeypatch):
     src = write(tmp_path / 'data.json', json.dumps(ALPACA_RECORDS))
     write_examples = prepare.write_examples
 
-    def dies_at_val(path, *a, **kw):  # train.npz.tmp and test.npz.tmp are written by then
-        if path.endswith('val.npz'):
+    def dies_at_val(out, split, *a, **kw):  # train.npz.tmp and test.npz.tmp are written by then
+        if split == 'val':
             raise KeyboardInterrupt
-        write_examples(path, *a, **kw)
+        write_examples(out, split, *a, **kw)
     monkeypatch.setattr(prepare, 'write_examples', dies_at_val)
     with pytest.raises(KeyboardInterrupt):
         prepare.main(['alpaca', f'--input={src}', f'--out_dir={tmp_path / "out"}'])
