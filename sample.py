@@ -3,6 +3,8 @@ Sample text from a trained checkpoint or from OpenAI's GPT-2, streaming tokens a
     python sample.py --out_dir=out-stdlib                       # from out-stdlib/ckpt.pt
     python sample.py --init_from=gpt2 --start="Hello, I'm a language model,"
     python sample.py --init_from=gpt2 --interactive=True        # You: / GPT: in a loop
+    python sample.py --out_dir=out-alpaca --start="Name three primes."   # an instruction model answers
+    python sample.py --out_dir=out-spam --start="WIN a FREE prize now!"    # a classifier labels the text
 """
 import codecs
 import os
@@ -23,6 +25,7 @@ temperature = 0.8  # 1.0 samples the model's distribution; lower is more conserv
 top_k = 200  # sample only among the k likeliest tokens (None: all)
 top_p = None  # sample only among the likeliest tokens whose probabilities sum to top_p (None: all)
 stop_at_eot = True  # end a sample at <|endoftext|> (GPT-2 BPE models)
+instruct = None  # wrap each prompt in the Alpaca template and print the response; None: if trained so
 interactive = False  # read prompts from the terminal in a loop instead of using start
 seed = 1337  # sample i uses seed + i, so every sample is reproducible alone
 device = 'auto'  # 'auto' picks cuda, then mps, then cpu; or e.g. 'cpu', 'cuda:1'
@@ -32,9 +35,9 @@ configure(globals(), sys.argv[1:], 'sample.py')
 
 
 def load_model():
-    """The model and a (encode, decode_bytes, eot) triple for its vocabulary."""
+    """The model, a (encode, decode_bytes, eot) triple for its vocabulary, and the checkpoint's config."""
     if init_from != 'resume':
-        return GPT.from_pretrained(init_from), bpe()
+        return GPT.from_pretrained(init_from), bpe(), {}
     path = os.path.join(out_dir, 'ckpt.pt')
     if not os.path.exists(path):
         raise ValueError(f'no checkpoint at {path}: train one with train.py, or pass --out_dir=DIR or --init_from=gpt2')
@@ -42,11 +45,14 @@ def load_model():
     if not {'model', 'model_args', 'config'} <= set(ckpt):
         raise ValueError(f'{path} is not a train.py checkpoint (for a Hugging Face folder use --init_from=FOLDER)')
     model = GPT(GPTConfig(**ckpt['model_args']))
+    cfg = dict(ckpt['config'], classes=ckpt.get('classes'))
+    if cfg.get('lora_rank'):  # adapters were trained: load them, then fold them into the weights
+        model.add_lora(cfg['lora_rank'], cfg['lora_alpha'])
     model.load_state(ckpt['model'])
-    cfg = ckpt['config']
+    model.merge_lora()
     meta = os.path.join(cfg.get('data_dir', 'data'), cfg['dataset'], 'meta.pkl')
     if not os.path.exists(meta):
-        return model, bpe()
+        return model, bpe(), cfg
     with open(meta, 'rb') as f:
         m = pickle.load(f)
     if m['vocab_size'] != model.config.vocab_size:
@@ -59,7 +65,7 @@ def load_model():
         if missing:
             raise ValueError(f'the prompt has characters this model never saw: {"".join(missing)!r}')
         return [stoi[c] for c in s]
-    return model, (encode, lambda i: itos[i].encode(), None)
+    return model, (encode, lambda i: itos[i].encode(), None), cfg
 
 
 def bpe():
@@ -71,6 +77,17 @@ def bpe():
                          'or set TIKTOKEN_CACHE_DIR to a folder that holds tiktoken\'s cached gpt2 files') from None
     return (lambda s: enc.encode(s, allowed_special={'<|endoftext|>'}), enc.decode_single_token_bytes,
             enc.eot_token)
+
+
+def classify(text: str):
+    """Print the classifier's likeliest label for text, with its probability."""
+    ids = encode(text)[:model.config.block_size]
+    if not ids:
+        raise ValueError('nothing to classify: give --start=TEXT')
+    with torch.no_grad():
+        probs = torch.softmax(model(torch.tensor([ids], device=device))[0].float(), dim=-1)[0]
+    k = probs.argmax().item()
+    print(f'{classes[k]} (p={probs[k]:.3f})')
 
 
 def sample(prompt: str, k: int):
@@ -103,7 +120,15 @@ try:
     if start.startswith('FILE:'):
         with open(start[5:], encoding='utf-8') as f:
             start = f.read()
-    model, (encode, decode_bytes, eot) = load_model()
+    model, (encode, decode_bytes, eot), trained = load_model()
+    classes = trained.get('classes') or [str(i) for i in range(model.config.n_classes)]
+    if instruct is None:
+        instruct = trained.get('task') == 'instruct'
+    if instruct:
+        from prepare import alpaca_prompt  # the one template, shared with the training data
+        wrap = alpaca_prompt
+    else:
+        wrap = lambda text: text
     model.eval().to(device, getattr(torch, dtype))  # weights in dtype: no per-step casts as under autocast
     if compile:
         model.hidden = torch.compile(model.hidden, dynamic=True)
@@ -117,12 +142,14 @@ try:
             except EOFError:
                 break
             print('GPT: ', end='', flush=True)
-            sample(prompt, k)
+            classify(prompt) if model.config.n_classes else sample(wrap(prompt), k)
             k += 1
+    elif model.config.n_classes:
+        classify(start)
     else:
         for k in range(num_samples):
-            print(start, end='')
-            n, dt = sample(start, k)
+            print('' if instruct else start, end='')
+            n, dt = sample(wrap(start), k)
             print(f'--- {n} tokens, {n / dt:.1f} tokens/s', file=sys.stderr)
 except (ValueError, OSError) as e:
     raise SystemExit(f'sample.py: {e}')
