@@ -72,7 +72,8 @@ min_lr = 1e-4  # floor; usually learning_rate / 10
 backend = ''  # DDP backend; '' picks nccl on cuda, gloo on cpu
 device = ''  # '' picks cuda, then mps, then cpu; or e.g. cuda:1, cpu
 dtype = ''  # float32 | bfloat16 | float16 (autocast). '' picks bfloat16 where the hardware does it
-# (cuda with bf16, and CPUs with AVX512-BF16/AMX, where it measured 2x faster), float16 + GradScaler
+# (cuda with bf16; CPUs with AVX512-BF16/AMX, where the 6x384 model ran 1.4-1.6x faster with the same
+# loss curve; 128-wide models were slower: pass float32 there), float16 + GradScaler
 # on other cuda GPUs, float32 on mps (untested here) and on CPUs without bf16 instructions
 compile = None  # torch.compile the model; None picks True on cuda (not Windows), False elsewhere:
 # compiling costs minutes of start-up, and fails on some setups (Windows, mps)
@@ -229,7 +230,7 @@ elif init_from == 'resume':
         die(f"block_size={block_size} is larger than the checkpoint's {model_args['block_size']}")
     model = GPT(GPTConfig(**model_args))
     sd = {k.removeprefix('_orig_mod.').removeprefix('module.'): v for k, v in ckpt['model'].items()}
-    sd.pop('lm_head.weight', None)  # tied to wte; gpt2.load_state rejects it (reported)
+    sd.pop('lm_head.weight', None)  # tied to wte: the same tensor
     user_error(model.load_state, sd)
     iter_num, best_val_loss = ckpt['iter_num'], ckpt['best_val_loss']
 else:  # OpenAI's GPT-2 by name, or a Hugging Face folder
