@@ -503,6 +503,26 @@ def prepare_hellaswag(cfg: dict, out: str) -> None:
     write_examples(out, 'val', segments, labels=np.array(labels, np.int64))
     put_in_place(out, {'val.npz': f"{len(labels):,} examples, 5 segments each: context, then 4 endings"})
 
+def example_batch(z, ids, block_size: int):
+    """Examples ids of a loaded split (.npz: tokens, offsets, labels or prompt_lens) as a padded batch
+    of int64 numpy arrays, for train.py. Classification: (x, labels), x padded on the right with -1,
+    which the classifier skips. Instruction tuning: (x, y), y the next token wherever the loss applies,
+    i.e. on the response and its <|endoftext|>, and -1 over the prompt and the padding."""
+    rows = [z['tokens'][z['offsets'][i]:z['offsets'][i + 1]].astype(np.int64) for i in ids]
+    if 'labels' in z:
+        rows = [r[:block_size] for r in rows]  # the head reads the last token kept
+        x = np.full((len(rows), max(map(len, rows))), -1, np.int64)
+        for i, r in enumerate(rows):
+            x[i, :len(r)] = r
+        return x, z['labels'][ids].astype(np.int64)
+    rows = [r[:block_size + 1] for r in rows]
+    x = np.full((len(rows), max(map(len, rows)) - 1), EOT, np.int64)
+    y = np.full_like(x, -1)
+    for i, (r, p) in enumerate(zip(rows, z['prompt_lens'][ids])):
+        x[i, :len(r) - 1] = r[:-1]
+        y[i, p - 1:len(r) - 1] = r[p:]  # position t predicts token t + 1: the first is the response's first
+    return x, y
+
 DATASETS = {  # name -> (function, its defaults); any other name is the user's own --input
     'stdlib': (prepare_text, dict(input=sysconfig.get_paths()['stdlib'], glob='*.py', tokenizer='char')),
     'shakespeare_char': (prepare_shakespeare, dict(tokenizer='char')),

@@ -448,6 +448,31 @@ def test_alpaca_prompt_and_response(tmp_path, enc):
     assert example_files(tmp_path, 'alpaca', src, 'seed', '--seed=7')[0]['test.json'] != files['test.json']
 
 
+def test_example_batch_masks_exactly_the_response(tmp_path, enc):
+    src = write(tmp_path / 'data.json', json.dumps(ALPACA_RECORDS))
+    d = example_files(tmp_path, 'alpaca', src)[1]
+    z = dict(np.load(d / 'train.npz'))
+    ids = np.arange(len(z['prompt_lens']))
+    x, y = prepare.example_batch(z, ids, block_size=1024)
+    records = {prepare.alpaca_prompt(r['instruction'], r['input']): r['output'] for r in ALPACA_RECORDS}
+    for i in ids:
+        row = z['tokens'][z['offsets'][i]:z['offsets'][i + 1]].tolist()
+        n, p = len(row), z['prompt_lens'][i]
+        assert x[i, :n - 1].tolist() == row[:-1] and (x[i, n - 1:] == prepare.EOT).all()  # padded with EOT
+        # the loss falls on the response and its <|endoftext|>: nothing of the prompt, nothing of the padding
+        assert (y[i, :p - 1] == -1).all() and (y[i, n - 1:] == -1).all()
+        assert enc.decode(y[i][y[i] != -1].tolist()) == records[enc.decode(row[:p])] + '<|endoftext|>'
+    x, y = prepare.example_batch(z, ids[:3], block_size=8)  # cut to block_size + 1 tokens: 8 inputs
+    assert x.shape == y.shape == (3, 8)
+
+
+def test_example_batch_classification(tmp_path):
+    z = dict(tokens=np.array([5, 6, 7, 8, 9, 1], np.uint16), offsets=np.array([0, 3, 4, 6]),
+             labels=np.array([1, 0, 1]))
+    x, labels = prepare.example_batch(z, np.array([2, 0, 1]), block_size=2)
+    assert x.tolist() == [[9, 1], [5, 6], [8, -1]] and labels.tolist() == [1, 1, 0]
+
+
 @pytest.mark.skipif(not ALPACA.exists(), reason=f"no local instruction-data.json at {ALPACA}")
 def test_alpaca_shared_file(tmp_path, enc):
     records = json.loads(ALPACA.read_text(encoding='utf-8'))
