@@ -452,7 +452,7 @@ while True:
 
     if it % log_interval == 0 or stops:
         dt = timed / n_timed
-        mfu = raw_model.estimate_mfu(tokens_per_iter, dt, peak) if peak else float('nan')
+        mfu = raw_model.estimate_mfu(tokens_per_iter // world_size, dt, peak) if peak else float('nan')  # per device
         if master:
             print(f'iter {it}: loss {loss_all:.4f}, lr {lr:.3e}, {dt * 1000:.1f} ms/iter, '
                   f'{tokens_per_iter / dt:,.0f} tok/s, mfu {mfu * 100:.1f}%')
