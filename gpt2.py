@@ -155,8 +155,10 @@ class GPT(nn.Module):
             x = block(x, None if cache is None else cache[i], pos)
         return self.transformer.ln_f(x)
 
-    def forward(self, idx, targets=None):
+    def forward(self, idx, targets=None, loss_only=False):
         """Logits (B, T, vocab_size), and the mean cross-entropy where targets != -1 if targets are given.
+        loss_only=True: logits (N, vocab_size) of the N positions whose target is not -1 only, since the
+        head is most of the compute of a small model and instruction tuning masks most positions.
         A classifier returns logits (B, n_classes) of each row's last real token instead; rows are padded
         on the right with -1, and targets are class ids (B,)."""
         if self.config.n_classes:
@@ -164,7 +166,11 @@ class GPT(nn.Module):
             h = self.hidden(idx.clamp(min=0))
             logits = self.classifier(h[torch.arange(idx.size(0), device=idx.device), last])
         else:
-            logits = self.lm_head(self.hidden(idx))[..., :self.config.vocab_size]
+            h = self.hidden(idx)
+            if loss_only and targets is not None:
+                keep = targets != -1
+                h, targets = h[keep], targets[keep]
+            logits = self.lm_head(h)[..., :self.config.vocab_size]
         loss = None
         if targets is not None:
             loss = F.cross_entropy(logits.reshape(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-1)
@@ -189,7 +195,8 @@ class GPT(nn.Module):
         """Shrink the context (e.g. to fine-tune GPT-2 on shorter sequences): keep the first position rows."""
         assert block_size <= self.config.block_size, f'cannot grow block_size {self.config.block_size} to {block_size}'
         self.config.block_size = block_size
-        self.transformer.wpe.weight = nn.Parameter(self.transformer.wpe.weight[:block_size])
+        w = self.transformer.wpe.weight  # frozen stays frozen
+        self.transformer.wpe.weight = nn.Parameter(w[:block_size].clone(), requires_grad=w.requires_grad)
         for block in self.transformer.h:
             block.attn.block_size = block_size
 
@@ -278,7 +285,8 @@ class GPT(nn.Module):
     def flops_per_token(self, seq_len: int) -> float:
         """Forward+backward FLOPs per token: 6 per weight plus attention (PaLM appendix B)."""
         cfg = self.config
-        return 6 * self.num_params() + 12 * cfg.n_layer * cfg.n_embd * seq_len
+        n = self.num_params() - (cfg.vocab_size * cfg.n_embd if cfg.n_classes else 0)  # a classifier has no LM head
+        return 6 * n + 12 * cfg.n_layer * cfg.n_embd * seq_len
 
     def estimate_mfu(self, tokens_per_iter: int, dt: float, peak_flops: float) -> float:
         """Model FLOPs utilisation: achieved FLOP/s over the device's peak_flops (e.g. 989e12 for an H100 in bf16)."""
