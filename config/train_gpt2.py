@@ -4,8 +4,10 @@
 # 16 rows x 1024 tokens x 32 micro-steps = 524,288 tokens (~0.5M, GPT-3 paper's batch for this size) per
 # iteration; 19,073 iterations is one pass over the 10B tokens. On 8 GPUs each rank does 4 micro-steps;
 # on fewer GPUs keep gradient_accumulation_steps=32 (the total) so the batch stays 0.5M tokens: too
-# small a batch is the usual reason a "reproduction" falls short. Not run on GPUs here yet: compare the
-# val-loss curve in out-gpt2/log.csv with llm.c's published GPT-2 124M FineWeb runs.
+# small a batch is the usual reason a "reproduction" falls short. One small GPU (24 GB):
+#   python train.py config/train_gpt2.py --batch_size=8 --gradient_accumulation_steps=64   (still 0.5M tokens)
+# Not run on GPUs here yet: compare the val-loss curve in out-gpt2/log.csv with llm.c's published
+# GPT-2 124M FineWeb runs, and --hellaswag_interval=250 (after `python prepare.py hellaswag`) with 0.2955.
 out_dir = 'out-gpt2'
 dataset = 'fineweb_edu'
 init_from = 'scratch'
