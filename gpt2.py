@@ -203,7 +203,8 @@ class GPT(nn.Module):
     # ---------------------------------------------------------------- fine-tuning
 
     def freeze(self, trainable_layers: int):
-        """Train only the last trainable_layers blocks, the final LayerNorm and the head."""
+        """Train only the last trainable_layers blocks, the final LayerNorm and the head. A language model's
+        head is tied to the token embedding, so that trains too (and backward runs through every block)."""
         keep = [*self.transformer.h[len(self.transformer.h) - trainable_layers:], self.transformer.ln_f,
                 self.classifier if self.config.n_classes else self.lm_head]
         self.requires_grad_(False)
@@ -406,8 +407,10 @@ def atomic_write(path: str, write):
 
 def configure(g: dict, argv: list[str], script: str):
     """The one override mechanism of train.py and sample.py: a script's module-level globals g are its
-    config; a python config file (positional) and then --key=value flags override them, type-checked."""
+    config; a python config file (positional) and then --key=value flags override them, type-checked.
+    Returns the keys that were set, whatever their values (train.py's resume lets them win)."""
     plain = (int, float, bool, str, type(None))
+    given = set()
     keys = [k for k, v in g.items() if not k.startswith('_') and isinstance(v, plain)]
     for arg in argv:
         if arg.startswith('--'):
@@ -436,3 +439,5 @@ def configure(g: dict, argv: list[str], script: str):
                 else:
                     raise SystemExit(f'{script}: {key} must be {type(old).__name__} (like {old!r}), got {value!r}')
             g[key] = value
+            given.add(key)
+    return given

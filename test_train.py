@@ -137,6 +137,26 @@ def test_resume_is_bit_identical(tmp):
     assert [r['iter'] for r in log_rows(tmp, 'split', 'eval')] == ['0', '3', '4', '6', '8']  # 4: end of the first part
 
 
+def test_resume_flags_win_even_at_their_defaults_and_eval_only_trains_nothing(tmp):
+    train(tmp, 'out', '--max_iters=2', '--log_interval=5')
+    before = ckpt(tmp, 'out')
+
+    def resume(*flags):
+        p = subprocess.run([sys.executable, TRAIN, f'--out_dir={tmp / "out"}', '--init_from=resume', *flags],
+                           cwd=tmp, capture_output=True, text=True, env=ENV, timeout=300)
+        assert p.returncode == 0, p.stderr[-3000:]
+        return p.stdout
+    # log_interval=1 is also train.py's default: it must still win over the checkpoint's 5
+    resume('--max_iters=4', '--log_interval=1')
+    assert [r['iter'] for r in log_rows(tmp, 'out')] == ['0', '2', '3']
+    # eval_only at iteration 4, which is no multiple of eval_interval: it evaluates and changes nothing
+    after = ckpt(tmp, 'out')
+    out = resume('--eval_only=True', '--max_iters=10')
+    assert 'iter 4: train loss' in out and 'iter 5' not in out
+    assert_same_weights(ckpt(tmp, 'out')['model'], after['model'], exact=True)
+    assert before['iter_num'] == 2 and after['iter_num'] == 4
+
+
 def test_sigterm_saves_a_loadable_checkpoint(tmp):
     cmd = [sys.executable, TRAIN, f'--data_dir={tmp / "data"}', '--dataset=tiny', f'--out_dir={tmp / "out"}', *TINY,
            '--max_iters=1000000', '--lr_decay_iters=1000000']
@@ -198,6 +218,9 @@ def foreign_file(path):
     (['--dtype=float64'], 'dtype must be'),
     (['--gradient_accumulation_steps=3', 'RANKS'], 'must be a multiple of the 2 processes'),
     (['--init_from=resume', 'BIGGER'], "block_size=32 is larger than the checkpoint's 16"),
+    (['--init_from=resume', 'OTHERVOCAB'], "the model's vocabulary has 16 tokens but other's has 50257"),
+    (['--hellaswag_interval=1'], 'HellaSwag is GPT-2 BPE text: a 16-symbol model cannot read it'),
+    (['--task=classify'], 'task=classify reads sms_spam'),
 ])
 def test_bad_input_is_one_line(tmp, flags, message):
     env = dict(ENV)
@@ -211,6 +234,10 @@ def test_bad_input_is_one_line(tmp, flags, message):
     if 'BIGGER' in flags:
         train(tmp, 'out', '--max_iters=1')
         flags = flags + ['--block_size=32']
+    if 'OTHERVOCAB' in flags:  # a character model resumed on GPT-2 BPE data
+        train(tmp, 'out', '--max_iters=1')
+        write_data(tmp / 'data', name='other', vocab=50257, char=False)
+        flags = flags + ['--dataset=other']
     flags = [f for f in flags if not f.isupper()]
     cmd = [sys.executable, TRAIN, f'--data_dir={tmp / "data"}', '--dataset=tiny', f'--out_dir={tmp / "out"}', *TINY, *flags]
     p = subprocess.run(cmd, cwd=tmp, capture_output=True, text=True, env=env, timeout=120)

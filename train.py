@@ -39,7 +39,8 @@ log_interval = 1  # print and log a training line every this many iterations
 eval_iters = 200  # batches per evaluation, shared out over all ranks
 eval_only = False  # evaluate once and exit (with init_from=resume or gpt2*)
 always_save_checkpoint = True  # False: at an evaluation, save only if val loss improved. The end of the
-# run and SIGINT/SIGTERM always save, since that checkpoint is where init_from=resume continues
+# run and SIGINT/SIGTERM always save (that checkpoint is where init_from=resume continues), so ckpt.pt
+# is the last model: stop at the best iteration (max_iters) to keep that one
 init_from = 'scratch'  # scratch | resume (out_dir/ckpt.pt) | gpt2, gpt2-medium, gpt2-large, gpt2-xl | a Hugging Face folder
 # wandb (imported only when wandb_log is True)
 wandb_log = False
@@ -90,8 +91,7 @@ hellaswag_interval = 0  # > 0: HellaSwag accuracy at evaluations every this many
 hellaswag_examples = 0  # score the first this many HellaSwag examples (0: all 10,042)
 # -----------------------------------------------------------------------------
 _defaults = {k: v for k, v in globals().items() if not k.startswith('_') and isinstance(v, (int, float, bool, str, type(None)))}
-gpt2.configure(globals(), sys.argv[1:], 'train.py')
-_given = {k for k, v in _defaults.items() if globals()[k] != v or type(globals()[k]) is not type(v)}  # set by file/flags
+_given = gpt2.configure(globals(), sys.argv[1:], 'train.py')  # the keys a config file or flag set
 
 
 def die(msg):
@@ -214,6 +214,8 @@ else:  # every split whole in memory: these sets are small (MBs)
 if hellaswag_interval:
     if task == 'classify':
         die('HellaSwag scores a language model: a classifier has no LM head (set hellaswag_interval=0)')
+    if vocab_size != 50257:
+        die(f'HellaSwag is GPT-2 BPE text: a {vocab_size}-symbol model cannot read it (set hellaswag_interval=0)')
     hs_path = os.path.join(data_dir, 'hellaswag', 'val.npz')
     if not os.path.exists(hs_path):
         die(f'no HellaSwag data at {hs_path}: run `python prepare.py hellaswag` (or --input=hellaswag_val.jsonl)')
@@ -276,6 +278,9 @@ else:  # OpenAI's GPT-2 by name, or a Hugging Face folder
     model_args = {k: getattr(model.config, k) for k in GPTConfig.__dataclass_fields__}
 if bool(model.config.n_classes) != (task == 'classify'):
     die(f'task={task} but the checkpoint in {out_dir} was trained with task={ckpt["config"].get("task", "lm")}')
+if model.config.vocab_size != vocab_size:
+    die(f"the model's vocabulary has {model.config.vocab_size} tokens but {dataset}'s has {vocab_size}: "
+        f'use the dataset it was trained on (--dataset=...)')
 if not -1 <= trainable_layers <= model.config.n_layer:
     die(f'trainable_layers={trainable_layers}: use -1 (all) or 0 to {model.config.n_layer} (the last blocks)')
 if lora_rank > 0:  # before a resumed state is loaded: that state holds the adapters
@@ -340,16 +345,17 @@ def estimate_loss(splits=('train', 'val')):
     for split in splits:
         n = eval_iters if task == 'lm' else -(-data_len[split] // batch_size)
         n = min(n, eval_iters) if split == 'train' else n
-        total, correct, count = 0.0, 0, 0
+        total, count, correct = 0.0, 0, 0  # the mean over all loss terms: a short last batch weighs less
         for k in range(rank, n, world_size):
             x, y = get_batch(split, k, evaluation=True)
             with autocast:
                 logits, loss = model(x, y, loss_only=task == 'instruct')
-            total += loss.item()
+            terms = (y != -1).sum().item()
+            total, count = total + loss.item() * terms, count + terms
             if task == 'classify':
-                correct, count = correct + (logits.argmax(-1) == y).sum().item(), count + len(y)
-        total, correct, count = all_sum([total, correct, count])
-        out[split] = total / n
+                correct += (logits.argmax(-1) == y).sum().item()
+        total, count, correct = all_sum([total, count, correct])
+        out[split] = total / count
         if task == 'classify':
             out[split + '_acc'] = correct / count
     model.train()
@@ -468,15 +474,15 @@ signal.signal(signal.SIGTERM, on_signal)
 # ----------------------------------------------------------------------------- training loop
 if master:
     print(f'{raw_model.num_params() / 1e6:.2f}M parameters; vocabulary {vocab_size}; iteration {iter_num} of {max_iters}')
-first_iter = iter_num
+first_iter, stops = iter_num, 0.0
 timed, n_timed, timed_tokens = 0.0, 0, 0.0
 while True:
     lr = get_lr(iter_num)
     for group in optimizer.param_groups:
         group['lr'] = lr
-    if (iter_num % eval_interval == 0 or iter_num == max_iters) and (iter_num != first_iter or init_from != 'resume' or eval_only):
+    if eval_only or (iter_num % eval_interval == 0 or iter_num == max_iters) and (iter_num != first_iter or init_from != 'resume'):
         losses = estimate_loss()
-        if hellaswag_interval and iter_num % hellaswag_interval == 0:
+        if hellaswag_interval and (eval_only or iter_num % hellaswag_interval == 0):
             losses['hellaswag'] = hellaswag()
         if master:
             print(f"iter {iter_num}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}"
@@ -533,8 +539,10 @@ while True:
 
     if it % log_interval == 0 or stops:
         dt, tok_s = timed / n_timed, timed_tokens / timed
-        # per device; not for instruct: its LM head runs only on the response tokens, a share that varies
-        mfu = raw_model.estimate_mfu(tok_s / world_size, 1.0, peak) if peak and task != 'instruct' else float('nan')
+        # per device. Not with frozen weights (no weight gradients to count) nor for instruct (its LM head
+        # runs only on the response tokens, a share that varies)
+        exact = task != 'instruct' and trainable_layers < 0 and lora_rank == 0
+        mfu = raw_model.estimate_mfu(tok_s / world_size, 1.0, peak) if peak and exact else float('nan')
         if master:
             print(f'iter {it}: loss {loss_all:.4f}, lr {lr:.3e}, {dt * 1000:.1f} ms/iter, '
                   f'{tok_s:,.0f} tok/s' + ('' if math.isnan(mfu) else f', mfu {mfu * 100:.1f}%'))
@@ -548,7 +556,7 @@ while True:
         save_checkpoint()
         break
 
-if task == 'classify' and 'test' in examples and not stop_signal:  # the held-out figure, once, at the end
+if task == 'classify' and 'test' in examples and not stops:  # the held-out figure, once, at the end
     test = estimate_loss(('test',))
     if master:
         print(f"test accuracy {test['test_acc']:.2%} ({data_len['test']} examples), test loss {test['test']:.4f}")

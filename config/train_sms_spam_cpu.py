@@ -13,7 +13,6 @@ compile = False
 eval_interval = 50
 eval_iters = 20  # train-split batches per evaluation; val and test are always evaluated whole
 log_interval = 10
-always_save_checkpoint = False  # keep the checkpoint of the best val loss
 batch_size = 16
 block_size = 128  # the longest message is ~200 tokens; longer ones are cut
 n_layer = 2
