@@ -211,6 +211,11 @@ else:  # every split whole in memory: these sets are small (MBs)
     if task == 'classify':
         classes = examples['train']['classes'].tolist()
     data_len = {s: len(z['offsets']) - 1 for s, z in examples.items()}  # examples per split
+    if task == 'instruct' and master:  # a response cut off entirely carries no loss at all
+        cut = sum(int((z['prompt_lens'] >= block_size).sum()) for z in examples.values())
+        if cut:
+            print(f'warning: {cut} examples have prompts of block_size={block_size} tokens or more: no response '
+                  'token of theirs is trained or evaluated (raise block_size)')
 if hellaswag_interval:
     if task == 'classify':
         die('HellaSwag scores a language model: a classifier has no LM head (set hellaswag_interval=0)')
