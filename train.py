@@ -318,6 +318,8 @@ peak = peak_flops or next((p for name, p in PEAKS.items()
                           (0, 0))[dtype == 'float32']
 if device_type == 'cpu' and not peak_flops:
     peak *= torch.get_num_threads()
+if task == 'instruct' or trainable_layers >= 0 or lora_rank > 0:
+    peak = 0  # no MFU: frozen weights need no weight gradients, and instruct's LM head runs on a varying share
 
 
 def get_lr(it):
@@ -544,10 +546,7 @@ while True:
 
     if it % log_interval == 0 or stops:
         dt, tok_s = timed / n_timed, timed_tokens / timed
-        # per device. Not with frozen weights (no weight gradients to count) nor for instruct (its LM head
-        # runs only on the response tokens, a share that varies)
-        exact = task != 'instruct' and trainable_layers < 0 and lora_rank == 0
-        mfu = raw_model.estimate_mfu(tok_s / world_size, 1.0, peak) if peak and exact else float('nan')
+        mfu = raw_model.estimate_mfu(timed_tokens / n_timed / world_size, dt, peak) if peak else float('nan')  # per device
         if master:
             print(f'iter {it}: loss {loss_all:.4f}, lr {lr:.3e}, {dt * 1000:.1f} ms/iter, '
                   f'{tok_s:,.0f} tok/s' + ('' if math.isnan(mfu) else f', mfu {mfu * 100:.1f}%'))
