@@ -9,8 +9,9 @@ import sys
 
 import pytest
 import torch
+import torch.nn.functional as F
 
-from gpt2 import GPT, GPTConfig, configure, pick
+from gpt2 import GPT, Dropout, GPTConfig, causal_attention, configure, keep_mask, pick
 
 transformers = pytest.importorskip('transformers')
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -190,6 +191,52 @@ def test_crop_block_size_keeps_the_first_positions(tiny):
     with pytest.raises(ValueError, match='block_size=8'):
         small(torch.zeros(1, 9, dtype=torch.long))
     assert small.generate(idx[:, :3], 20, temperature=0).size(1) == 23
+
+
+@pytest.mark.parametrize('p', [0.1, 0.2, 0.5])
+def test_cpu_dropout_drops_p_and_rescales_the_rest(p):
+    torch.manual_seed(0)
+    keep = keep_mask((1000, 1000), p, 'cpu')
+    # each 64-bit draw makes four masks: every one of the four must drop at rate p
+    rates = [1 - keep.flatten()[i::4].float().mean().item() for i in range(4)]
+    assert all(abs(r - p) < 0.003 for r in rates), rates
+    x = torch.randn(500, 600, requires_grad=True)
+    drop = Dropout(p).train()
+    y = drop(x)
+    kept = y != 0
+    assert abs(1 - kept.float().mean().item() - p) < 0.005
+    assert torch.allclose(y[kept], x[kept] / (1 - p))
+    y.sum().backward()
+    assert torch.allclose(x.grad, kept / (1 - p))
+    assert torch.equal(drop.eval()(x), x)
+
+
+def test_cpu_attention_matches_sdpa_without_dropout():
+    torch.manual_seed(0)
+    q, k, v = (torch.randn(2, 3, 16, 8, requires_grad=True) for _ in range(3))
+    want = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+    want_grads = torch.autograd.grad(want.square().sum(), (q, k, v))
+    got = causal_attention(q, k, v, 0.0)
+    assert torch.allclose(got, want, atol=1e-5)
+    for g, w in zip(torch.autograd.grad(got.square().sum(), (q, k, v)), want_grads):
+        assert torch.allclose(g, w, atol=1e-4)
+    half = causal_attention(*(t.detach().bfloat16() for t in (q, k, v)), 0.0)
+    assert (half.float() - want).abs().max() < 0.05
+
+
+def test_cpu_attention_dropout_is_causal_and_unbiased():
+    torch.manual_seed(0)
+    q, k, v = (torch.randn(1, 2, 8, 4) for _ in range(3))
+    k2, v2 = k.clone(), v.clone()
+    k2[:, :, 5:], v2[:, :, 5:] = 9.0, 9.0  # the future of position 4
+    torch.manual_seed(1)
+    a = causal_attention(q, k, v, 0.3)
+    torch.manual_seed(1)
+    b = causal_attention(q, k2, v2, 0.3)
+    assert torch.equal(a[:, :, :5], b[:, :, :5]) and not torch.equal(a, b)
+    ys = torch.stack([causal_attention(q, k, v, 0.3) for _ in range(4000)])
+    se = ys.std(0) / 4000 ** 0.5
+    assert ((ys.mean(0) - causal_attention(q, k, v, 0.0)).abs() <= 5 * se + 1e-6).all()
 
 
 def test_init_and_optimizer_groups():
