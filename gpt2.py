@@ -38,13 +38,16 @@ PRESETS = {
 CONV1D = ('attn.c_attn.weight', 'attn.c_proj.weight', 'mlp.c_fc.weight', 'mlp.c_proj.weight')
 
 
-def keep_mask(shape, p: float, device) -> torch.Tensor:
-    """Dropout's mask, True where an element is kept (probability 1-p, p rounded to a multiple of 1/65536).
-    torch's CPU bernoulli_ draws one random number per element and took a quarter of a CPU training step;
-    here each 64-bit draw (all 64 bits random, hence the explicit range) gives four 16-bit uniforms."""
+def keep_mask(shape, p: float, dtype, device) -> torch.Tensor:
+    """Dropout's mask in dtype: 1/(1-p) where an element is kept (probability 1-p, p rounded to a multiple
+    of 1/65536), 0 where it is dropped. torch's CPU bernoulli_ draws one random number per element and
+    took a quarter of a CPU training step; here each 64-bit draw (all 64 bits random, hence the explicit
+    range) gives four 16-bit uniforms. A float mask, not a bool one: multiplying by it is 10x faster."""
     n = math.prod(shape)
     bits = torch.empty((n + 3) // 4, dtype=torch.int64, device=device).random_(-2**63, 2**63 - 1)
-    return bits.view(torch.int16)[:n].view(shape) >= round(p * 65536) - 32768
+    keep = torch.ge(bits.view(torch.int16)[:n].view(shape), round(p * 65536) - 32768,
+                    out=torch.empty(shape, dtype=dtype, device=device))
+    return keep.mul_(1 / (1 - p))
 
 
 class Dropout(nn.Dropout):
@@ -53,8 +56,7 @@ class Dropout(nn.Dropout):
     def forward(self, x):
         if not self.training or self.p == 0.0 or x.device.type != 'cpu':
             return super().forward(x)
-        one, zero = x.new_tensor(1 / (1 - self.p)), x.new_tensor(0.0)  # the mask in x's dtype, scale folded in
-        return x * torch.where(keep_mask(x.shape, self.p, x.device), one, zero)
+        return x * keep_mask(x.shape, self.p, x.dtype, x.device)
 
 
 def causal_attention(q, k, v, p: float):
@@ -65,10 +67,9 @@ def causal_attention(q, k, v, p: float):
     future = torch.full((T, T), float('-inf'), dtype=q.dtype, device=q.device).triu(1)  # no look-ahead
     att = torch.baddbmm(future, q.reshape(B * H, T, D), k.reshape(B * H, T, D).transpose(1, 2), alpha=D ** -0.5)
     att = att.softmax(-1)
-    if p > 0:  # dropout on the attention weights: zeros here, the 1/(1-p) on the smaller output
-        att = torch.where(keep_mask(att.shape, p, q.device), att, 0)
-    y = att @ v.reshape(B * H, T, D)
-    return (y * (1 / (1 - p)) if p > 0 else y).view(B, H, T, D)
+    if p > 0:  # dropout on the attention weights
+        att = att * keep_mask(att.shape, p, att.dtype, q.device)
+    return (att @ v.reshape(B * H, T, D)).view(B, H, T, D)
 
 
 class LoRALinear(nn.Linear):

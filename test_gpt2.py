@@ -196,9 +196,10 @@ def test_crop_block_size_keeps_the_first_positions(tiny):
 @pytest.mark.parametrize('p', [0.1, 0.2, 0.5])
 def test_cpu_dropout_drops_p_and_rescales_the_rest(p):
     torch.manual_seed(0)
-    keep = keep_mask((1000, 1000), p, 'cpu')
+    keep = keep_mask((1000, 1000), p, torch.float32, 'cpu')
+    assert torch.equal(keep.unique(), torch.tensor([0.0, 1 / (1 - p)]))
     # each 64-bit draw makes four masks: every one of the four must drop at rate p
-    rates = [1 - keep.flatten()[i::4].float().mean().item() for i in range(4)]
+    rates = [(keep.flatten()[i::4] == 0).float().mean().item() for i in range(4)]
     assert all(abs(r - p) < 0.003 for r in rates), rates
     x = torch.randn(500, 600, requires_grad=True)
     drop = Dropout(p).train()
