@@ -8,7 +8,6 @@ out_dir = 'out-alpaca-cpu'
 dataset = 'alpaca'
 task = 'instruct'
 device = 'cpu'
-dtype = 'float32'
 compile = False
 eval_interval = 100
 eval_iters = 10

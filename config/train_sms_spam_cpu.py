@@ -8,7 +8,6 @@ out_dir = 'out-sms-spam-cpu'
 dataset = 'sms_spam'
 task = 'classify'
 device = 'cpu'
-dtype = 'float32'  # 128 wide: float32 is faster than bf16 autocast on a CPU
 compile = False
 eval_interval = 50
 eval_iters = 20  # train-split batches per evaluation; val and test are always evaluated whole

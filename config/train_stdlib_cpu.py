@@ -1,11 +1,10 @@
 # The quick start: a small character model of Python's standard library source, on a CPU in a couple
 # of minutes, no network (prepare.py's default corpus):
 #   python prepare.py && python train.py config/train_stdlib_cpu.py
-# The shape and schedule of config/train_shakespeare_char_cpu.py (float32: fast at this size on any CPU).
+# The shape and schedule of config/train_shakespeare_char_cpu.py; dtype automatic, as there.
 out_dir = 'out-stdlib'
 dataset = 'stdlib'
 device = 'cpu'
-dtype = 'float32'
 compile = False
 eval_interval = 300
 eval_iters = 20
