@@ -109,8 +109,9 @@ class CausalSelfAttention(nn.Module):
             assert T == 1 or pos == 0, 'a chunk of several tokens only goes into an empty cache'
             cache[0][:, :, pos:pos + T], cache[1][:, :, pos:pos + T] = k, v
             k, v = cache[0][:, :, :pos + T], cache[1][:, :, :pos + T]
-        if self.training and x.device.type == 'cpu' and cache is None and (self.dropout > 0 or q.dtype != torch.float32):
-            y = causal_attention(q, k, v, self.dropout)  # faster on the CPU, but for float32 without dropout
+        cpu_training = self.training and cache is None and x.device.type == 'cpu'
+        if cpu_training and (self.dropout > 0 or q.dtype != torch.float32):  # float32 alone: flash is faster
+            y = causal_attention(q, k, v, self.dropout)
         else:  # flash/memory-efficient kernels where they exist; one new token attends to everything before it
             y = F.scaled_dot_product_attention(q, k, v, dropout_p=self.dropout if self.training else 0.0,
                                                is_causal=T > 1)

@@ -216,6 +216,7 @@ def foreign_file(path):
     (['--init_from=resume', 'FOREIGN'], 'is not a train.py checkpoint'),
     (['--init_from=resume', 'GARBAGE'], 'is not a readable train.py checkpoint'),
     (['--dtype=float64'], 'dtype must be'),
+    (['--dropout=1.0'], 'dropout must be in [0, 1), got 1.0'),
     (['--gradient_accumulation_steps=3', 'RANKS'], 'must be a multiple of the 2 processes'),
     (['--init_from=resume', 'BIGGER'], "block_size=32 is larger than the checkpoint's 16"),
     (['--init_from=resume', 'OTHERVOCAB'], "the model's vocabulary has 16 tokens but other's has 50257"),

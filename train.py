@@ -133,6 +133,9 @@ for k in ('batch_size', 'block_size', 'gradient_accumulation_steps', 'eval_iters
         die(f'{k} must be at least 1, got {globals()[k]}')
 if max_iters < 0:
     die(f'max_iters must be >= 0, got {max_iters}')
+for k in ('dropout', 'lora_dropout'):
+    if not 0 <= globals()[k] < 1:
+        die(f'{k} must be in [0, 1), got {globals()[k]}')
 if dtype not in ('', 'float32', 'bfloat16', 'float16'):
     die(f"dtype must be float32, bfloat16, float16 or '' (automatic), got {dtype!r}")
 if compile not in (None, True, False):
