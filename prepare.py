@@ -403,10 +403,9 @@ def read_source(cfg: dict, url: str, what: str, member: str = '') -> str:
         raise SystemExit(f"prepare.py: {src} is empty: {fix}")
     return text
 
-def gpt2_only(cfg: dict, out: str):
+def gpt2_only(cfg: dict, out: str) -> None:
     if cfg['tokenizer'] != 'gpt2':
         raise SystemExit(f"prepare.py: {os.path.basename(out)} is GPT-2 BPE only: drop --tokenizer")
-    return load_gpt2()
 
 def write_examples(out: str, split: str, segments: list[list[int]], **arrays) -> None:
     offsets = np.cumsum([0] + [len(s) for s in segments], dtype=np.int64)
@@ -422,8 +421,8 @@ def put_in_place(out: str, notes: dict[str, str]) -> None:
         os.replace(path + '.tmp', path)
         print(f"{name.split('.')[0]}: {note} -> {path}")
 
-def prepare_sms_spam(cfg: dict, out: str) -> None:
-    enc = gpt2_only(cfg, out)
+def prepare_sms_spam(cfg: dict, out: str) -> None:  # each reads and checks its input before the BPE loads
+    gpt2_only(cfg, out)
     texts, labels = [], []
     # not the csv module: with its default quoting, messages that start with " swallow the next rows
     for i, line in enumerate(read_source(cfg, SMS_SPAM_URL, 'SMSSpamCollection', 'SMSSpamCollection').split('\n'), 1):
@@ -444,7 +443,7 @@ def prepare_sms_spam(cfg: dict, out: str) -> None:
     keep = np.concatenate([rng.choice(ham, len(spam), replace=False), spam])
     rng.shuffle(keep)
     n_train, n_val = int(len(keep) * 0.7), int(len(keep) * 0.1)
-    notes = {}
+    enc, notes = load_gpt2(), {}
     for split, idx in zip(('train', 'val', 'test'), np.split(keep, [n_train, n_train + n_val])):
         write_examples(out, split, [enc.encode_ordinary(texts[i]) for i in idx],
                        labels=labels[idx], classes=np.array(['ham', 'spam']))
@@ -459,7 +458,7 @@ def alpaca_prompt(instruction: str, input: str = '') -> str:
             + (f"\n\n### Input:\n{input}" if input else "") + "\n\n### Response:\n")
 
 def prepare_alpaca(cfg: dict, out: str) -> None:
-    enc = gpt2_only(cfg, out)
+    gpt2_only(cfg, out)
     try:
         records = json.loads(read_source(cfg, ALPACA_URL, 'instruction-data.json'))
     except json.JSONDecodeError as e:
@@ -472,7 +471,7 @@ def prepare_alpaca(cfg: dict, out: str) -> None:
     records = [records[i] for i in np.random.RandomState(cfg['seed']).permutation(len(records))]
     n_train, n_test = int(len(records) * 0.85), int(len(records) * 0.1)  # the rest, 5%, is val
     splits = {'train': records[:n_train], 'test': records[n_train:n_train + n_test], 'val': records[n_train + n_test:]}
-    notes = {}
+    enc, notes = load_gpt2(), {}
     for split, recs in splits.items():
         # prompt and response encoded apart, so prompt_lens is exactly where the loss starts
         prompts = [enc.encode_ordinary(alpaca_prompt(r['instruction'], r['input'])) for r in recs]
@@ -484,8 +483,8 @@ def prepare_alpaca(cfg: dict, out: str) -> None:
     put_in_place(out, {**notes, 'test.json': f"{len(splits['test']):,} reference records"})
 
 def prepare_hellaswag(cfg: dict, out: str) -> None:
-    enc = gpt2_only(cfg, out)
-    segments, labels = [], []
+    gpt2_only(cfg, out)
+    examples = []
     for i, line in enumerate(read_source(cfg, HELLASWAG_URL, 'hellaswag_val.jsonl').split('\n'), 1):
         if not line.strip():
             continue
@@ -497,9 +496,11 @@ def prepare_hellaswag(cfg: dict, out: str) -> None:
                 and len(ex['endings']) == 4 and all(isinstance(e, str) for e in ex['endings'])
                 and type(ex.get('label')) is int and 0 <= ex['label'] < 4):
             raise SystemExit(f"prepare.py: line {i} is not a record with ctx, 4 endings and a label 0-3: {line[:40]!r}")
-        # each ending with a leading space, as it follows the context, like build-nanogpt and llm.c
+        examples.append(ex)
+    enc, segments = load_gpt2(), []
+    for ex in examples:  # each ending with a leading space, as it follows the context, like build-nanogpt and llm.c
         segments += [enc.encode_ordinary(ex['ctx'])] + [enc.encode_ordinary(' ' + e) for e in ex['endings']]
-        labels.append(ex['label'])
+    labels = [ex['label'] for ex in examples]
     write_examples(out, 'val', segments, labels=np.array(labels, np.int64))
     put_in_place(out, {'val.npz': f"{len(labels):,} examples, 5 segments each: context, then 4 endings"})
 

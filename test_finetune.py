@@ -38,6 +38,15 @@ def py(tmp, script, *args, check=True):
     return p
 
 
+@pytest.fixture(scope='module')
+def bpe():  # GPT-2's BPE: from TIKTOKEN_CACHE_DIR, or downloaded once by tiktoken
+    try:
+        import tiktoken
+        tiktoken.get_encoding('gpt2')
+    except Exception as e:
+        pytest.skip(f'tiktoken cannot load the gpt2 encoding here ({e}); set TIKTOKEN_CACHE_DIR')
+
+
 def needs(path):
     return pytest.mark.skipif(not os.path.exists(path), reason=f'{path} is absent (it ships beside the project in CI)')
 
@@ -160,7 +169,7 @@ HELLASWAG = [  # written here in the jsonl format of rowanz/hellaswag: ctx, 4 en
 
 
 @pytest.mark.parametrize('nproc', [1, 2])
-def test_eval_only_perplexity_and_hellaswag_agree_with_transformers(tmp_path, nproc):
+def test_eval_only_perplexity_and_hellaswag_agree_with_transformers(tmp_path, nproc, bpe):
     hf = hf_folder(tmp_path / 'hf', n_positions=32)
     with open(tmp_path / 'hs.jsonl', 'w') as f:
         f.writelines(json.dumps(r) + '\n' for r in HELLASWAG)

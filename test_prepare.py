@@ -501,7 +501,7 @@ def test_example_download_failure_says_how_to_pass_input(tmp_path, monkeypatch, 
     assert files_under(tmp_path) == []
 
 
-def test_interrupted_example_run_leaves_nothing(tmp_path, monkeypatch):
+def test_interrupted_example_run_leaves_nothing(tmp_path, monkeypatch, enc):  # enc: skips without the BPE
     src = write(tmp_path / 'data.json', json.dumps(ALPACA_RECORDS))
     write_examples = prepare.write_examples
 
