@@ -39,11 +39,10 @@ CONV1D = ('attn.c_attn.weight', 'attn.c_proj.weight', 'mlp.c_fc.weight', 'mlp.c_
 
 
 def keep_mask(shape, p: float, dtype, device) -> torch.Tensor:
-    """Dropout's mask in dtype: 0 where an element is dropped, 1/(1-p) where it is kept, p rounded to a
-    multiple of 1/65536 (at most 65535/65536). torch's CPU bernoulli_ draws one random number per element
-    and took a quarter of a CPU training step; here each 64-bit draw (all 64 bits random, hence the
-    explicit range) gives four 16-bit uniforms. A float mask, not a bool one: multiplying by it is 10x
-    faster. Under torch.compile random_ breaks the graph: still correct, and compile is off on the CPU."""
+    """Dropout's mask in dtype: 0 (dropped) or 1/(1-p) (kept), p rounded to k/65536, k < 65536. torch's CPU
+    bernoulli_ (one draw per element) took a quarter of a training step; one 64-bit draw (the explicit range
+    makes all 64 bits random) gives four 16-bit uniforms here, and a float mask multiplies 10x faster than
+    a bool one. random_ breaks torch.compile graphs: correct, and compile is off on the CPU anyway."""
     n, drop = math.prod(shape), min(round(p * 65536), 65535)
     bits = torch.empty((n + 3) // 4, dtype=torch.int64, device=device).random_(-2**63, 2**63 - 1)
     keep = torch.ge(bits.view(torch.int16)[:n].view(shape), drop - 32768,
@@ -61,11 +60,10 @@ class Dropout(nn.Dropout):
 
 
 def causal_attention(q, k, v, p: float):
-    """F.scaled_dot_product_attention(q, k, v, dropout_p=p, is_causal=True) with the attention matrix
-    materialised, for training on the CPU: torch's CPU flash kernel has no dropout, its fallback took
-    2-3x longer than this, and in bf16 even the flash kernel without dropout took 2x longer (up to 512
-    positions; slower from 1024). In bf16 the scores are rounded to bf16 before the softmax, where the
-    flash kernel keeps float32: a few times its error, yet the loss curve follows float32's (bench_train.py)."""
+    """F.scaled_dot_product_attention(q, k, v, dropout_p=p, is_causal=True), materialised, for CPU training:
+    torch's CPU fallback with dropout took 2-3x longer, and in bf16 its flash kernel 2x longer up to 512
+    positions. bf16 scores are rounded before the softmax (flash keeps float32): a few times its error,
+    yet the loss curve follows float32's (bench_train.py)."""
     B, H, T, D = q.shape
     future = torch.full((T, T), float('-inf'), dtype=q.dtype, device=q.device).triu(1)  # no look-ahead
     att = torch.baddbmm(future, q.reshape(B * H, T, D), k.reshape(B * H, T, D).transpose(1, 2), alpha=D ** -0.5)
@@ -112,8 +110,7 @@ class CausalSelfAttention(nn.Module):
             assert T == 1 or pos == 0, 'a chunk of several tokens only goes into an empty cache'
             cache[0][:, :, pos:pos + T], cache[1][:, :, pos:pos + T] = k, v
             k, v = cache[0][:, :, :pos + T], cache[1][:, :, :pos + T]
-        # training on the CPU: causal_attention where it was the faster (with dropout; in bf16 up to 512
-        # positions, which also bounds its T x T memory), else flash
+        # CPU training: causal_attention where it was faster (dropout; bf16 to 512 positions, bounding T x T memory)
         cpu_training = self.training and cache is None and x.device.type == 'cpu'
         if cpu_training and (self.dropout > 0 or q.dtype != torch.float32 and T <= 512):
             y = causal_attention(q, k, v, self.dropout)

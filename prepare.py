@@ -404,6 +404,7 @@ def read_source(cfg: dict, url: str, what: str, member: str = '') -> str:
     return text
 
 def gpt2_only(cfg: dict, out: str) -> None:
+    """The fine-tuning sets are GPT-2 BPE; each loads it only after checking its input (offline errors)."""
     if cfg['tokenizer'] != 'gpt2':
         raise SystemExit(f"prepare.py: {os.path.basename(out)} is GPT-2 BPE only: drop --tokenizer")
 
@@ -421,7 +422,7 @@ def put_in_place(out: str, notes: dict[str, str]) -> None:
         os.replace(path + '.tmp', path)
         print(f"{name.split('.')[0]}: {note} -> {path}")
 
-def prepare_sms_spam(cfg: dict, out: str) -> None:  # each reads and checks its input before the BPE loads
+def prepare_sms_spam(cfg: dict, out: str) -> None:
     gpt2_only(cfg, out)
     texts, labels = [], []
     # not the csv module: with its default quoting, messages that start with " swallow the next rows
