@@ -1,15 +1,19 @@
 """
 Training speed of train.py on this machine: the same loop, data and seed in float32 and in bf16
 autocast (and any other variants named), for nanoGPT's shakespeare_char model (6 layers, 6 heads,
-384 wide, block 256; batch 8 on a CPU). Prints ms/iter, tokens/s and MFU (median over the timed
-iterations, the first `warmup` left out) and the loss at a few iterations of each run, so the loss
-curves can be compared. Runs train.py itself, so what is measured is exactly what trains. Speeds on
-these shared machines drift by 10-15% within minutes, so the variants run in turn, `repeats` rounds,
-and each figure is the median over its rounds; the speed-up is the median of the per-round ratios.
+384 wide, block 256; batch 8 on a CPU, 64 on a GPU as in nanoGPT's config). Prints ms/iter, tokens/s
+and MFU (median over the timed iterations, the first `warmup` left out) and the loss at a few
+iterations of each run, so the loss curves can be compared. Runs train.py itself, so what is measured
+is exactly what trains. Speeds on these shared machines drift by 10-15% within minutes, so the
+variants run in turn, `repeats` rounds, and each figure is the median over its rounds; the speed-up
+is the median of the per-round ratios. Last, it times the step's matrix multiplies alone in float32
+and in bf16: their ratio is about the most that bf16 autocast can gain on this device, since the
+rest of the step (GELU, dropout, softmax, LayerNorm, AdamW) gains less.
 
 $ python prepare.py shakespeare_char --input=../shared/data/tinyshakespeare/input.txt
 $ python bench_train.py                                   # float32 vs bfloat16, dropout 0.2, 3 rounds
 $ python bench_train.py --dropout=0 --variants=float32,bfloat16,bfloat16+compile --data_dir=/tmp/data
+$ python bench_train.py --device=cuda --variants=float32,bfloat16,bfloat16+compile   # float32 is TF32 there
 """
 import argparse
 import csv
@@ -20,9 +24,11 @@ import sys
 import tempfile
 import time
 
+import torch
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 MODEL = ['--dataset=shakespeare_char', '--n_layer=6', '--n_head=6', '--n_embd=384', '--block_size=256',
-         '--bias=False', '--learning_rate=1e-3', '--warmup_iters=10', '--device=cpu']
+         '--bias=False', '--learning_rate=1e-3', '--warmup_iters=10']
 
 
 def run(variant: str, args) -> dict:
@@ -30,7 +36,7 @@ def run(variant: str, args) -> dict:
     flags = [f'--dtype={dtype}', f'--compile={"compile" in extra}']
     with tempfile.TemporaryDirectory() as out:
         cmd = [sys.executable, os.path.join(HERE, 'train.py'), *MODEL, f'--data_dir={os.path.abspath(args.data_dir)}',
-               f'--batch_size={args.batch_size}', f'--dropout={args.dropout}', f'--max_iters={args.iters}', f'--lr_decay_iters={args.iters}',
+               f'--device={args.device}', f'--batch_size={args.batch_size}', f'--dropout={args.dropout}', f'--max_iters={args.iters}', f'--lr_decay_iters={args.iters}',
                f'--eval_interval={args.iters}', '--eval_iters=4', '--log_interval=1', f'--out_dir={out}', *flags]
         t = time.time()
         subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
@@ -46,22 +52,48 @@ def run(variant: str, args) -> dict:
                 val=[float(r['val_loss']) for r in rows if r['kind'] == 'eval'][-1])
 
 
+def matmul_ms(dtype, args) -> float:
+    """Median ms of one training step's matrix multiplies alone, in dtype: for each of the 6 layers the
+    four projections (forward, input gradient, weight gradient) and the six attention products."""
+    N, C, BH, T, D = args.batch_size * 256, 384, args.batch_size * 6, 256, 64
+    kw = dict(dtype=dtype, device=args.device)
+    x = {n: torch.randn(N, n, **kw) for n in (C, 3 * C, 4 * C)}
+    ws = [torch.randn(o, i, **kw) for i, o in ((C, 3 * C), (C, C), (C, 4 * C), (4 * C, C))]
+    q, a = torch.randn(BH, T, D, **kw), torch.randn(BH, T, T, **kw)
+    sync = torch.cuda.synchronize if args.device.startswith('cuda') else lambda: None
+    times = []
+    for _ in range(12):
+        sync()
+        t = time.perf_counter()
+        for _ in range(6):
+            for w in ws:
+                x[w.size(1)] @ w.t(), x[w.size(0)] @ w, x[w.size(0)].t() @ x[w.size(1)]
+            # forward q k^T and att v; backward: d_att, d_v, d_q, d_k
+            for m1, m2 in ((q, q.mT), (a, q), (q, q.mT), (a.mT, q), (a, q), (a.mT, q)):
+                torch.bmm(m1, m2)
+        sync()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times[2:]) * 1e3
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument('--iters', type=int, default=30)
     p.add_argument('--warmup', type=int, default=5, help='first iterations left out of the timing')
-    p.add_argument('--batch_size', type=int, default=8)
+    p.add_argument('--device', default='cpu')
+    p.add_argument('--batch_size', type=int, default=0, help='0: 8 on a CPU, 64 elsewhere')
     p.add_argument('--dropout', type=float, default=0.2, help="nanoGPT's shakespeare_char config has 0.2")
     p.add_argument('--repeats', type=int, default=3, help='rounds of all variants, run in turn')
     p.add_argument('--data_dir', default='data')
     p.add_argument('--variants', default='float32,bfloat16', help='dtype[+compile], comma-separated')
     args = p.parse_args()
+    args.batch_size = args.batch_size or (8 if args.device == 'cpu' else 64)
     if not os.path.exists(os.path.join(args.data_dir, 'shakespeare_char', 'train.bin')):
         sys.exit('bench_train.py: no shakespeare_char data: run '
                  '`python prepare.py shakespeare_char --input=../shared/data/tinyshakespeare/input.txt` first')
     variants = args.variants.split(',')
     rounds = [[run(v, args) for v in variants] for _ in range(args.repeats)]  # in turn: drift hits all alike
-    print(f'shakespeare_char model, batch {args.batch_size} x block 256, dropout {args.dropout}, {args.iters} '
+    print(f'shakespeare_char model on {args.device}, batch {args.batch_size} x block 256, dropout {args.dropout}, {args.iters} '
           f'iterations, median of the last {args.iters - args.warmup}; median of {args.repeats} rounds')
     base = rounds[0][0]
     pick = sorted(base['losses'])[::max(1, args.iters // 5)]
@@ -74,6 +106,9 @@ def main():
         print(f'{v:<20} {med["ms"]:8.1f} {med["tok_s"]:7.0f} {statistics.median(ups):7.2f}x '
               f'{med["mfu"] * 100:5.1f}% {med["wall"]:7.1f}  ' + ' '.join(f'{runs[0]["losses"][j]:.3f}' for j in pick) +
               f'  {runs[0]["val"]:.4f}     ' + ' '.join(f'{u:.2f}' for u in ups))
+    fp32, bf16 = (matmul_ms(d, args) for d in (torch.float32, torch.bfloat16))
+    print(f'the same matrix multiplies alone: float32 {fp32:.0f} ms, bfloat16 {bf16:.0f} ms per iteration, '
+          f'{fp32 / bf16:.2f}x (the rest of a step gains less)')
 
 if __name__ == '__main__':
     main()
