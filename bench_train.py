@@ -27,7 +27,8 @@ import time
 import torch
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-MODEL = ['--dataset=shakespeare_char', '--n_layer=6', '--n_head=6', '--n_embd=384', '--block_size=256',
+L, H, C, T = 6, 6, 384, 256  # layers, heads, width, block: nanoGPT's shakespeare_char model
+MODEL = ['--dataset=shakespeare_char', f'--n_layer={L}', f'--n_head={H}', f'--n_embd={C}', f'--block_size={T}',
          '--bias=False', '--learning_rate=1e-3', '--warmup_iters=10']
 
 
@@ -53,9 +54,9 @@ def run(variant: str, args) -> dict:
 
 
 def matmul_ms(dtype, args) -> float:
-    """Median ms of one training step's matrix multiplies alone, in dtype: for each of the 6 layers the
+    """Median ms of one training step's matrix multiplies alone, in dtype: for each of the L layers the
     four projections (forward, input gradient, weight gradient) and the six attention products."""
-    N, C, BH, T, D = args.batch_size * 256, 384, args.batch_size * 6, 256, 64
+    N, BH, D = args.batch_size * T, args.batch_size * H, C // H
     kw = dict(dtype=dtype, device=args.device)
     x = {n: torch.randn(N, n, **kw) for n in (C, 3 * C, 4 * C)}
     ws = [torch.randn(o, i, **kw) for i, o in ((C, 3 * C), (C, C), (C, 4 * C), (4 * C, C))]
@@ -65,7 +66,7 @@ def matmul_ms(dtype, args) -> float:
     for _ in range(12):
         sync()
         t = time.perf_counter()
-        for _ in range(6):
+        for _ in range(L):
             for w in ws:
                 x[w.size(1)] @ w.t(), x[w.size(0)] @ w, x[w.size(0)].t() @ x[w.size(1)]
             # forward q k^T and att v; backward: d_att, d_v, d_q, d_k
@@ -93,7 +94,7 @@ def main():
                  '`python prepare.py shakespeare_char --input=../shared/data/tinyshakespeare/input.txt` first')
     variants = args.variants.split(',')
     rounds = [[run(v, args) for v in variants] for _ in range(args.repeats)]  # in turn: drift hits all alike
-    print(f'shakespeare_char model on {args.device}, batch {args.batch_size} x block 256, dropout {args.dropout}, {args.iters} '
+    print(f'shakespeare_char model on {args.device}, batch {args.batch_size} x block {T}, dropout {args.dropout}, {args.iters} '
           f'iterations, median of the last {args.iters - args.warmup}; median of {args.repeats} rounds')
     base = rounds[0][0]
     pick = sorted(base['losses'])[::max(1, args.iters // 5)]

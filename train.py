@@ -74,8 +74,8 @@ min_lr = 1e-4  # floor; usually learning_rate / 10
 backend = ''  # DDP backend; '' picks nccl on cuda, gloo on cpu
 device = ''  # '' picks cuda, then mps, then cpu; or e.g. cuda:1, cpu
 dtype = ''  # float32 | bfloat16 | float16 (autocast). '' picks bfloat16 where the hardware does it
-# (cuda with bf16; CPUs with AVX512-BF16/AMX, where the 6x384 model ran 1.85x faster with the same loss
-# curve, bench_train.py, and the 128-wide CPU recipes were faster too), float16 + GradScaler on other
+# (cuda with bf16; CPUs with AVX512-BF16/AMX, where bench_train.py's 6x384 model ran 1.8-1.9x faster
+# with the same loss curve, and the 128-wide CPU recipes were faster too), float16 + GradScaler on other
 # cuda GPUs, float32 on mps (untested here) and on CPUs without bf16 instructions
 compile = None  # torch.compile the model; None picks True on cuda (not Windows), False elsewhere:
 # compiling costs minutes of start-up, and fails on some setups (Windows, mps)
