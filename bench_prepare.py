@@ -11,13 +11,15 @@ import subprocess
 import sys
 import sysconfig
 import tempfile
-import threading
 import time
 
 import numpy as np
 import tiktoken
 
-mb = int(next((a.split('=')[1] for a in sys.argv[1:] if a.startswith('--mb=')), 300))
+import settings
+
+mb = 300  # size of the generated corpus, in MB
+settings.configure(globals(), sys.argv[1:], __file__)
 here = os.path.dirname(os.path.abspath(__file__))
 
 

@@ -11,12 +11,14 @@ import time
 import torch
 from transformers import GPT2Config, GPT2LMHeadModel
 
+import settings
 from gpt2 import GPT
 
-new_tokens, prompt_len, repeats, dtype = 256, 16, 3, 'float32'
-for arg in sys.argv[1:]:  # --new_tokens=N --prompt_len=N --repeats=N --dtype=bfloat16
-    k, v = arg[2:].split('=')
-    globals()[k] = v if k == 'dtype' else int(v)
+new_tokens = 256  # tokens sampled per run
+prompt_len = 16  # prompt tokens
+repeats = 3  # runs of each; the best counts
+dtype = 'float32'  # also time ours with weights in this dtype (transformers stays float32)
+settings.configure(globals(), sys.argv[1:], __file__)
 
 torch.manual_seed(0)
 ref = GPT2LMHeadModel(GPT2Config()).eval()  # the 124M shape

@@ -15,7 +15,6 @@ $ python bench_train.py                                   # float32 vs bfloat16,
 $ python bench_train.py --dropout=0 --variants=float32,bfloat16,bfloat16+compile --data_dir=/tmp/data
 $ python bench_train.py --device=cuda --variants=float32,bfloat16,bfloat16+compile   # float32 is TF32 there
 """
-import argparse
 import csv
 import os
 import statistics
@@ -26,26 +25,37 @@ import time
 
 import torch
 
+import settings
+
+iters = 30  # training iterations per run
+warmup = 5  # first iterations left out of the timing
+device = 'cpu'  # cpu, cuda, ...
+batch_size = 0  # rows per iteration; 0: 8 on a CPU, 64 elsewhere
+dropout = 0.2  # nanoGPT's shakespeare_char config has 0.2
+repeats = 3  # rounds of all variants, run in turn
+data_dir = 'data'  # where prepare.py wrote shakespeare_char/
+variants = 'float32,bfloat16'  # dtype[+compile], comma-separated
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 L, H, C, T = 6, 6, 384, 256  # layers, heads, width, block: nanoGPT's shakespeare_char model
 MODEL = ['--dataset=shakespeare_char', f'--n_layer={L}', f'--n_head={H}', f'--n_embd={C}', f'--block_size={T}',
          '--bias=False', '--learning_rate=1e-3', '--warmup_iters=10']
 
 
-def run(variant: str, args) -> dict:
+def run(variant: str) -> dict:
     dtype, *extra = variant.split('+')
     flags = [f'--dtype={dtype}', f'--compile={"compile" in extra}']
     with tempfile.TemporaryDirectory() as out:
-        cmd = [sys.executable, os.path.join(HERE, 'train.py'), *MODEL, f'--data_dir={os.path.abspath(args.data_dir)}',
-               f'--device={args.device}', f'--batch_size={args.batch_size}', f'--dropout={args.dropout}', f'--max_iters={args.iters}', f'--lr_decay_iters={args.iters}',
-               f'--eval_interval={args.iters}', '--eval_iters=4', '--log_interval=1', f'--out_dir={out}', *flags]
+        cmd = [sys.executable, os.path.join(HERE, 'train.py'), *MODEL, f'--data_dir={os.path.abspath(data_dir)}',
+               f'--device={device}', f'--batch_size={batch_size}', f'--dropout={dropout}', f'--max_iters={iters}', f'--lr_decay_iters={iters}',
+               f'--eval_interval={iters}', '--eval_iters=4', '--log_interval=1', f'--out_dir={out}', *flags]
         t = time.time()
         subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
         wall = time.time() - t
         with open(os.path.join(out, 'log.csv')) as f:
             rows = list(csv.DictReader(f))
     train = [r for r in rows if r['kind'] == 'train']
-    timed = train[args.warmup:]
+    timed = train[warmup:]
     ms = statistics.median(float(r['ms_per_iter']) for r in timed)
     return dict(variant=variant, ms=ms, tok_s=statistics.median(float(r['tokens_per_s']) for r in timed),
                 mfu=statistics.median(float(r['mfu'] or 'nan') for r in timed), wall=wall,
@@ -53,15 +63,15 @@ def run(variant: str, args) -> dict:
                 val=[float(r['val_loss']) for r in rows if r['kind'] == 'eval'][-1])
 
 
-def matmul_ms(dtype, args) -> float:
+def matmul_ms(dtype) -> float:
     """Median ms of one training step's matrix multiplies alone, in dtype: for each of the L layers the
     four projections (forward, input gradient, weight gradient) and the six attention products."""
-    N, BH, D = args.batch_size * T, args.batch_size * H, C // H
-    kw = dict(dtype=dtype, device=args.device)
+    N, BH, D = batch_size * T, batch_size * H, C // H
+    kw = dict(dtype=dtype, device=device)
     x = {n: torch.randn(N, n, **kw) for n in (C, 3 * C, 4 * C)}
     ws = [torch.randn(o, i, **kw) for i, o in ((C, 3 * C), (C, C), (C, 4 * C), (4 * C, C))]
     q, a = torch.randn(BH, T, D, **kw), torch.randn(BH, T, T, **kw)
-    sync = torch.cuda.synchronize if args.device.startswith('cuda') else lambda: None
+    sync = torch.cuda.synchronize if device.startswith('cuda') else lambda: None
     times = []
     for _ in range(12):
         sync()
@@ -78,36 +88,28 @@ def matmul_ms(dtype, args) -> float:
 
 
 def main():
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument('--iters', type=int, default=30)
-    p.add_argument('--warmup', type=int, default=5, help='first iterations left out of the timing')
-    p.add_argument('--device', default='cpu')
-    p.add_argument('--batch_size', type=int, default=0, help='0: 8 on a CPU, 64 elsewhere')
-    p.add_argument('--dropout', type=float, default=0.2, help="nanoGPT's shakespeare_char config has 0.2")
-    p.add_argument('--repeats', type=int, default=3, help='rounds of all variants, run in turn')
-    p.add_argument('--data_dir', default='data')
-    p.add_argument('--variants', default='float32,bfloat16', help='dtype[+compile], comma-separated')
-    args = p.parse_args()
-    args.batch_size = args.batch_size or (8 if args.device == 'cpu' else 64)
-    if not os.path.exists(os.path.join(args.data_dir, 'shakespeare_char', 'train.bin')):
+    global batch_size
+    settings.configure(globals(), sys.argv[1:], __file__)
+    batch_size = batch_size or (8 if device == 'cpu' else 64)
+    if not os.path.exists(os.path.join(data_dir, 'shakespeare_char', 'train.bin')):
         sys.exit('bench_train.py: no shakespeare_char data: run '
                  '`python prepare.py shakespeare_char --input=../shared/data/tinyshakespeare/input.txt` first')
-    variants = args.variants.split(',')
-    rounds = [[run(v, args) for v in variants] for _ in range(args.repeats)]  # in turn: drift hits all alike
-    print(f'shakespeare_char model on {args.device}, batch {args.batch_size} x block {T}, dropout {args.dropout}, {args.iters} '
-          f'iterations, median of the last {args.iters - args.warmup}; median of {args.repeats} rounds')
+    names = variants.split(',')
+    rounds = [[run(v) for v in names] for _ in range(repeats)]  # in turn: drift hits all alike
+    print(f'shakespeare_char model on {device}, batch {batch_size} x block {T}, dropout {dropout}, {iters} '
+          f'iterations, median of the last {iters - warmup}; median of {repeats} rounds')
     base = rounds[0][0]
-    pick = sorted(base['losses'])[::max(1, args.iters // 5)]
+    pick = sorted(base['losses'])[::max(1, iters // 5)]
     print(f'{"variant":<20} {"ms/iter":>8} {"tok/s":>7} {"speed-up":>8} {"MFU":>6} {"wall s":>7}  '
           f'loss at iters ' + ' '.join(map(str, pick)) + '  final val  speed-up per round')
-    for i, v in enumerate(variants):
+    for i, v in enumerate(names):
         runs = [r[i] for r in rounds]
         med = {k: statistics.median(r[k] for r in runs) for k in ('ms', 'tok_s', 'mfu', 'wall')}
         ups = [r[i]['tok_s'] / r[0]['tok_s'] for r in rounds]
         print(f'{v:<20} {med["ms"]:8.1f} {med["tok_s"]:7.0f} {statistics.median(ups):7.2f}x '
               f'{med["mfu"] * 100:5.1f}% {med["wall"]:7.1f}  ' + ' '.join(f'{runs[0]["losses"][j]:.3f}' for j in pick) +
               f'  {runs[0]["val"]:.4f}     ' + ' '.join(f'{u:.2f}' for u in ups))
-    fp32, bf16 = (matmul_ms(d, args) for d in (torch.float32, torch.bfloat16))
+    fp32, bf16 = (matmul_ms(d) for d in (torch.float32, torch.bfloat16))
     print(f'the same matrix multiplies alone: float32 {fp32:.0f} ms, bfloat16 {bf16:.0f} ms per iteration, '
           f'{fp32 / bf16:.2f}x (the rest of a step gains less)')
 

@@ -1,10 +1,8 @@
 """
-GPT-2 in one file: the model, sampling with a KV cache, and weights to and from the Hugging Face
-GPT-2 layout (so OpenAI's released weights load, and our models load in `transformers`).
-Read top to bottom. train.py and sample.py use the GPT class and never reach inside a block.
+GPT-2 in one file, in the order of the architecture: config, attention, MLP, block, model; then generation
+with a KV cache, the Hugging Face GPT-2 layout (OpenAI's weights load here, ours in `transformers`),
+fine-tuning (a classifier head, freezing, LoRA), and last the CPU training kernels.
 """
-import ast
-import difflib
 import json
 import math
 import os
@@ -24,7 +22,7 @@ class GPTConfig:
     n_embd: int = 768
     dropout: float = 0.0
     bias: bool = True  # biases in the Linears and LayerNorms, as in GPT-2
-    n_classes: int = 0  # >0: a classifier: a head of this many classes reads the last real token
+    n_classes: int = 0  # > 0: a GPTClassifier of this many classes
 
 
 # OpenAI's four released sizes (block_size 1024 and vocab_size 50257 for all)
@@ -38,86 +36,32 @@ PRESETS = {
 CONV1D = ('attn.c_attn.weight', 'attn.c_proj.weight', 'mlp.c_fc.weight', 'mlp.c_proj.weight')
 
 
-def keep_mask(shape, p: float, dtype, device) -> torch.Tensor:
-    """Dropout's mask in dtype: 0 (dropped) or 1/(1-p) (kept), p rounded to k/65536, k < 65536. torch's CPU
-    bernoulli_ (one draw per element) took a quarter of a training step; one 64-bit draw (the explicit range
-    makes all 64 bits random) gives four 16-bit uniforms here, and a float mask multiplies 10x faster than
-    a bool one. random_ breaks torch.compile graphs: correct, and compile is off on the CPU anyway."""
-    n, drop = math.prod(shape), min(round(p * 65536), 65535)
-    bits = torch.empty((n + 3) // 4, dtype=torch.int64, device=device).random_(-2**63, 2**63 - 1)
-    keep = torch.ge(bits.view(torch.int16)[:n].view(shape), drop - 32768,
-                    out=torch.empty(shape, dtype=dtype, device=device))
-    return keep.mul_(65536 / (65536 - drop))
-
-
-class Dropout(nn.Dropout):
-    """nn.Dropout, with the cheaper mask above on the CPU (elsewhere torch's fused kernel is faster)."""
-
-    def forward(self, x):
-        if not self.training or self.p in (0.0, 1.0) or x.device.type != 'cpu':
-            return super().forward(x)
-        return x * keep_mask(x.shape, self.p, x.dtype, x.device)
-
-
-def causal_attention(q, k, v, p: float):
-    """F.scaled_dot_product_attention(q, k, v, dropout_p=p, is_causal=True), materialised, for CPU training:
-    torch's CPU fallback with dropout took 2-3x longer, and in bf16 its flash kernel 2x longer up to 512
-    positions. bf16 scores are rounded before the softmax (flash keeps float32): a few times its error,
-    yet the loss curve follows float32's (bench_train.py)."""
-    B, H, T, D = q.shape
-    future = torch.full((T, T), float('-inf'), dtype=q.dtype, device=q.device).triu(1)  # no look-ahead
-    att = torch.baddbmm(future, q.reshape(B * H, T, D), k.reshape(B * H, T, D).transpose(1, 2), alpha=D ** -0.5)
-    att = att.softmax(-1)
-    if p > 0:  # dropout on the attention weights
-        att = att * keep_mask(att.shape, p, att.dtype, q.device)
-    return (att @ v.reshape(B * H, T, D)).view(B, H, T, D)
-
-
-class LoRALinear(nn.Linear):
-    """nn.Linear (same weight and bias, so the same names) plus a trainable low-rank update:
-    y = x W^T + b + alpha/rank * dropout(x) A^T B^T. B starts at zero, so training starts from the base model."""
-
-    def __init__(self, base: nn.Linear, rank: int, alpha: float, dropout: float):
-        nn.Module.__init__(self)
-        self.in_features, self.out_features = base.in_features, base.out_features
-        self.weight, self.bias = base.weight, base.bias
-        self.lora_A = nn.Parameter(torch.randn(rank, self.in_features, device=base.weight.device) / math.sqrt(self.in_features))
-        self.lora_B = nn.Parameter(torch.zeros(self.out_features, rank, device=base.weight.device))
-        self.scale = alpha / rank
-        self.lora_dropout = Dropout(dropout)
-
-    def forward(self, x):
-        return super().forward(x) + (self.lora_dropout(x) @ self.lora_A.t() @ self.lora_B.t()) * self.scale
-
-
 class CausalSelfAttention(nn.Module):
 
     def __init__(self, config: GPTConfig):
         super().__init__()
-        assert config.n_embd % config.n_head == 0, 'n_embd must be a multiple of n_head'
+        if config.n_embd % config.n_head:
+            raise ValueError(f'n_embd={config.n_embd} must be a multiple of n_head={config.n_head}')
         self.n_head, self.block_size, self.dropout = config.n_head, config.block_size, config.dropout
         self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd, bias=config.bias)  # q, k, v at once
         self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
         self.resid_dropout = Dropout(config.dropout)
 
     def forward(self, x, cache=None, pos=0):
-        B, T, C = x.shape
-        q, k, v = self.c_attn(x).split(C, dim=2)
-        q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))
+        B, T, C = x.size()  # batch, sequence length, n_embd
+        q, k, v = self.c_attn(x).split(C, dim=2)  # each (B, T, C)
+        q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))  # (B, nh, T, hs)
         if cache is not None:  # generation: keep this chunk's keys/values, attend to all kept so far
-            if not cache:  # first call allocates room for block_size positions, once
+            if not cache:  # the first call allocates room for block_size positions, once
                 cache += [k.new_empty(B, self.n_head, self.block_size, C // self.n_head) for _ in 'kv']
-            assert T == 1 or pos == 0, 'a chunk of several tokens only goes into an empty cache'
             cache[0][:, :, pos:pos + T], cache[1][:, :, pos:pos + T] = k, v
-            k, v = cache[0][:, :, :pos + T], cache[1][:, :, :pos + T]
-        # CPU training: causal_attention where it was faster (dropout; bf16 to 512 positions, bounding T x T memory)
-        cpu_training = self.training and cache is None and x.device.type == 'cpu'
-        if cpu_training and (self.dropout > 0 or q.dtype != torch.float32 and T <= 512):
+            k, v = cache[0][:, :, :pos + T], cache[1][:, :, :pos + T]  # (B, nh, pos + T, hs)
+        if self.training and cache is None and cpu_attention_pays(q, self.dropout):
             y = causal_attention(q, k, v, self.dropout)
         else:  # flash/memory-efficient kernels where they exist; one new token attends to everything before it
             y = F.scaled_dot_product_attention(q, k, v, dropout_p=self.dropout if self.training else 0.0,
-                                               is_causal=T > 1)
-        y = y.transpose(1, 2).contiguous().view(B, T, C)
+                                               is_causal=T > 1)  # (B, nh, T, hs)
+        y = y.transpose(1, 2).contiguous().view(B, T, C)  # the heads side by side again
         return self.resid_dropout(self.c_proj(y))
 
 
@@ -143,7 +87,7 @@ class Block(nn.Module):
         self.mlp = MLP(config)
 
     def forward(self, x, cache=None, pos=0):
-        x = x + self.attn(self.ln_1(x), cache, pos)
+        x = x + self.attn(self.ln_1(x), cache, pos)  # pre-norm residual blocks, as GPT-2
         return x + self.mlp(self.ln_2(x))
 
 
@@ -152,8 +96,8 @@ class GPT(nn.Module):
     def __init__(self, config: GPTConfig):
         super().__init__()
         self.config = config
-        # Pad the embedding rows to a multiple of 64 (50257 -> 50304): matmuls run faster. The extra
-        # ids are cut from the logits, so no loss, sample or export ever sees them.
+        # embedding rows padded to a multiple of 64 (50257 -> 50304) for faster matmuls; the extra ids are
+        # cut from the logits, so no loss, sample or export ever sees them
         padded = -(-config.vocab_size // 64) * 64
         self.transformer = nn.ModuleDict(dict(
             wte=nn.Embedding(padded, config.n_embd),
@@ -164,8 +108,6 @@ class GPT(nn.Module):
         ))
         self.lm_head = nn.Linear(config.n_embd, padded, bias=False)
         self.lm_head.weight = self.transformer.wte.weight  # tied, as in GPT-2
-        if config.n_classes:  # a classifier: this head replaces the LM head in forward
-            self.classifier = nn.Linear(config.n_embd, config.n_classes, bias=False)
         self.apply(self._init_weights)
         for name, p in self.named_parameters():  # GPT-2 scales the residual projections by 1/sqrt(2*n_layer)
             if name.endswith('c_proj.weight'):
@@ -189,110 +131,42 @@ class GPT(nn.Module):
             raise ValueError(f'sequence of {pos + T} tokens is longer than block_size={self.config.block_size}: '
                              f'crop it to the last {self.config.block_size} tokens')
         x = self.transformer.wte(idx) + self.transformer.wpe(torch.arange(pos, pos + T, device=idx.device))
-        x = self.transformer.drop(x)
+        x = self.transformer.drop(x)  # (B, T, n_embd)
         for i, block in enumerate(self.transformer.h):
             x = block(x, None if cache is None else cache[i], pos)
         return self.transformer.ln_f(x)
 
     def forward(self, idx, targets=None, loss_only=False):
-        """Logits (B, T, vocab_size), and the mean cross-entropy where targets != -1 if targets are given.
-        loss_only=True: logits (N, vocab_size) of the N positions whose target is not -1 only, since the
-        head is most of the compute of a small model and instruction tuning masks most positions.
-        A classifier returns logits (B, n_classes) of each row's last real token instead; rows are padded
-        on the right with -1, and targets are class ids (B,)."""
-        if self.config.n_classes:
-            last = (idx >= 0).sum(1) - 1  # causal attention: padding after the last token cannot change it
-            h = self.hidden(idx.clamp(min=0))
-            logits = self.classifier(h[torch.arange(idx.size(0), device=idx.device), last])
-        else:
-            h = self.hidden(idx)
-            if loss_only and targets is not None:
-                keep = targets != -1
-                h, targets = h[keep], targets[keep]
-            logits = self.lm_head(h)[..., :self.config.vocab_size]
-        loss = None
-        if targets is not None:
-            loss = F.cross_entropy(logits.reshape(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-1)
-        return logits, loss
-
-    @torch.no_grad()
-    def ending_losses(self, ctx: list[int], endings: list[list[int]]):
-        """Mean cross-entropy per token of each ending after ctx: HellaSwag's length-normalised score
-        (the likeliest ending has the lowest)."""
-        rows = [(ctx + e)[-self.config.block_size:] for e in endings]
-        idx = torch.zeros(len(rows), max(map(len, rows)), dtype=torch.long)
-        targets = torch.full_like(idx, -1)
-        for i, (row, e) in enumerate(zip(rows, endings)):
-            idx[i, :len(row)] = torch.tensor(row)
-            targets[i, len(row) - 1 - len(e):len(row) - 1] = torch.tensor(e)  # position t predicts token t+1
-        dev = self.transformer.wte.weight.device
-        logits, _ = self(idx.to(dev))
-        loss = F.cross_entropy(logits.float().transpose(1, 2), targets.to(dev), ignore_index=-1, reduction='none')
-        return loss.sum(1).cpu() / torch.tensor([len(e) for e in endings])
-
-    def crop_block_size(self, block_size: int):
-        """Shrink the context (e.g. to fine-tune GPT-2 on shorter sequences): keep the first position rows."""
-        assert block_size <= self.config.block_size, f'cannot grow block_size {self.config.block_size} to {block_size}'
-        self.config.block_size = block_size
-        w = self.transformer.wpe.weight  # frozen stays frozen
-        self.transformer.wpe.weight = nn.Parameter(w[:block_size].clone(), requires_grad=w.requires_grad)
-        for block in self.transformer.h:
-            block.attn.block_size = block_size
-
-    # ---------------------------------------------------------------- fine-tuning
-
-    def freeze(self, trainable_layers: int):
-        """Train only the last trainable_layers blocks, the final LayerNorm and the head. A language model's
-        head is tied to the token embedding, so that trains too (and backward runs through every block)."""
-        keep = [*self.transformer.h[len(self.transformer.h) - trainable_layers:], self.transformer.ln_f,
-                self.classifier if self.config.n_classes else self.lm_head]
-        self.requires_grad_(False)
-        for m in keep:
-            m.requires_grad_(True)
-
-    def projections(self):
-        """(module, name) of each attention and MLP projection: where LoRA adapters go."""
-        return [(m, n) for b in self.transformer.h for m, n in
-                ((b.attn, 'c_attn'), (b.attn, 'c_proj'), (b.mlp, 'c_fc'), (b.mlp, 'c_proj'))]
-
-    def add_lora(self, rank: int, alpha: float, dropout: float = 0.0):
-        """Freeze the model and put trainable LoRA adapters on every projection (a classifier head stays trainable)."""
-        self.requires_grad_(False)
-        for m, n in self.projections():
-            setattr(m, n, LoRALinear(getattr(m, n), rank, alpha, dropout))
-        if self.config.n_classes:
-            self.classifier.requires_grad_(True)
-
-    @torch.no_grad()
-    def merge_lora(self):
-        """Fold the adapters into the weights, leaving a plain GPT (that save_pretrained exports)."""
-        for m, n in self.projections():
-            lora = getattr(m, n)
-            if isinstance(lora, LoRALinear):
-                lora.weight += (lora.lora_B @ lora.lora_A) * lora.scale
-                plain = nn.Linear(lora.in_features, lora.out_features, bias=lora.bias is not None, device='meta')
-                plain.weight, plain.bias = lora.weight, lora.bias
-                setattr(m, n, plain)
+        """Logits (B, T, vocab_size) of the token after each of idx (B, T); with targets (B, T), the mean
+        cross-entropy where targets != -1. loss_only=True: (None, loss), the head run only there (it is most
+        of a small model's compute, and instruction tuning masks most positions)."""
+        h = self.hidden(idx)
+        if loss_only:
+            keep = targets != -1
+            h, targets = h[keep], targets[keep]  # (N, n_embd), (N,)
+        logits = self.lm_head(h)[..., :self.config.vocab_size]  # the padding ids cut off
+        loss = None if targets is None else F.cross_entropy(logits.reshape(-1, logits.size(-1)), targets.reshape(-1),
+                                                            ignore_index=-1)
+        return (None if loss_only else logits), loss
 
     # ---------------------------------------------------------------- generation
 
     @torch.no_grad()
     def stream(self, idx, max_new_tokens, temperature=1.0, top_k=None, top_p=None, stop_token=None, seed=None):
-        """Yield the next token of each row of idx (B, T) as a (B, 1) tensor, up to max_new_tokens times.
-        A KV cache makes each step cost one position. Past block_size the positions of the window shift,
-        so every step then reads the last block_size tokens afresh: exactly what a cache-less model sees.
-        Rows that produced stop_token keep producing it; the stream ends when every row has."""
+        """Yield the next token of each row of idx (B, T) as a (B, 1) tensor, up to max_new_tokens times. A KV
+        cache makes each step cost one position; past block_size every step reads the last block_size tokens
+        afresh, exactly what a cache-less model sees. Rows that produced stop_token repeat it until all have."""
         L = self.config.block_size
         gen = None if seed is None else torch.Generator(idx.device).manual_seed(seed)
-        # the tied head as (n_embd, vocab): for one row at a time this is ~2x faster on CPUs than
-        # nn.Linear's layout, and it leaves out the padding ids, so they can never be sampled
-        head = self.lm_head.weight[:self.config.vocab_size].t().contiguous()
+        head = self.lm_head.weight[:self.config.vocab_size].t()  # (n_embd, vocab): padding ids are never sampled
+        if idx.device.type == 'cpu':  # this layout in memory was ~2x faster there for one row at a time
+            head = head.contiguous()
         cache = [[] for _ in self.transformer.h]
         seq = new = idx[:, -L:]  # the visible window, and the part of it the cache lacks
         pos = 0
         done = torch.zeros(idx.size(0), dtype=torch.bool, device=idx.device)
         for _ in range(max_new_tokens):
-            logits = self.hidden(new, cache, pos)[:, -1] @ head
+            logits = self.hidden(new, cache, pos)[:, -1] @ head  # (B, vocab): the last position only
             pos += new.size(1)
             nxt = pick(logits, temperature, top_k, top_p, gen)
             if stop_token is not None:
@@ -322,17 +196,33 @@ class GPT(nn.Module):
         fused = device_type in ('cuda', 'cpu')  # one kernel for all parameters; mps lacks it on older torch
         return torch.optim.AdamW(groups, lr=learning_rate, betas=betas, fused=fused)
 
-    def flops_per_token(self, seq_len: int) -> float:
-        """Forward+backward FLOPs per token: 6 per weight plus attention (PaLM appendix B)."""
+    def flops_per_token(self) -> float:
+        """Forward+backward FLOPs per token of a block_size row: 6 per weight plus attention (PaLM appendix B)."""
         cfg = self.config
         n = self.num_params() - (cfg.vocab_size * cfg.n_embd if cfg.n_classes else 0)  # a classifier has no LM head
-        return 6 * n + 12 * cfg.n_layer * cfg.n_embd * seq_len
+        return 6 * n + 12 * cfg.n_layer * cfg.n_embd * cfg.block_size
 
-    def estimate_mfu(self, tokens_per_iter: int, dt: float, peak_flops: float) -> float:
-        """Model FLOPs utilisation: achieved FLOP/s over the device's peak_flops (e.g. 989e12 for an H100 in bf16)."""
-        return self.flops_per_token(self.config.block_size) * tokens_per_iter / dt / peak_flops
+    def crop_block_size(self, block_size: int):
+        """Shrink the context (e.g. to fine-tune GPT-2 on shorter sequences): keep the first position rows."""
+        assert block_size <= self.config.block_size, f'cannot grow block_size {self.config.block_size} to {block_size}'
+        self.config.block_size = block_size
+        w = self.transformer.wpe.weight  # frozen stays frozen
+        self.transformer.wpe.weight = nn.Parameter(w[:block_size].clone(), requires_grad=w.requires_grad)
+        for block in self.transformer.h:
+            block.attn.block_size = block_size
 
-    # ---------------------------------------------------------------- Hugging Face GPT-2 layout
+    # ---------------------------------------------------------------- checkpoints and the Hugging Face GPT-2 layout
+
+    @staticmethod
+    def from_checkpoint(ck: dict):
+        """The model of a train.py checkpoint (a GPTClassifier if it has classes), its LoRA adapters merged."""
+        config = GPTConfig(**ck['model_args'])
+        model = (GPTClassifier if config.n_classes else GPT)(config)
+        if ck['config'].get('lora_rank'):
+            model.add_lora(ck['config']['lora_rank'], ck['config']['lora_alpha'])
+        model.load_state({k.removeprefix('_orig_mod.'): v for k, v in ck['model'].items()})
+        model.merge_lora()
+        return model
 
     def load_state(self, sd: dict, hf=False):
         """Copy weights in, checking every name and shape. hf=True: Hugging Face GPT-2 names and Conv1D layout."""
@@ -343,11 +233,9 @@ class GPT(nn.Module):
         for k, v in sd.items():
             if hf:
                 k = k if k.startswith(('transformer.', 'lm_head.')) else 'transformer.' + k
-                if k.endswith(('.attn.bias', '.attn.masked_bias')):
-                    continue  # old causal-mask buffers
                 v = v.t() if k.endswith(CONV1D) else v
-            if k == 'lm_head.weight':
-                continue  # tied to wte, which is loaded under its own name
+            if k == 'lm_head.weight' or hf and k.endswith(('.attn.bias', '.attn.masked_bias')):
+                continue  # tied to wte, which has its own name; old causal-mask buffers
             if k not in todo:
                 raise ValueError(f'checkpoint has an unexpected weight {k}: it is not a GPT-2 of this layout')
             # ours has padding rows that a Hugging Face file lacks
@@ -379,18 +267,19 @@ class GPT(nn.Module):
         try:
             with open(os.path.join(path, 'config.json')) as f:
                 hf = json.load(f)
-        except (OSError, ValueError) as e:
-            raise ValueError(f'{path} has no readable config.json ({e}): is it a Hugging Face GPT-2 folder?') from None
-        cfg = dict(block_size=hf['n_positions'], vocab_size=hf['vocab_size'], n_layer=hf['n_layer'],
-                   n_head=hf['n_head'], n_embd=hf['n_embd'], bias=True)
-        model = cls(GPTConfig(**{**cfg, **overrides}))
-        if os.path.exists(os.path.join(path, 'model.safetensors')):
+            cfg = dict(block_size=hf['n_positions'], vocab_size=hf['vocab_size'], n_layer=hf['n_layer'],
+                       n_head=hf['n_head'], n_embd=hf['n_embd'])
+            assert all(type(v) is int and v > 0 for v in cfg.values()), 'sizes must be positive integers'
+        except (OSError, ValueError, KeyError, TypeError, AssertionError) as e:
+            raise ValueError(f'{path} has no usable GPT-2 config.json ({type(e).__name__}: {e})') from None
+        model = cls(GPTConfig(**{**cfg, 'bias': True, **overrides}))
+        st, pt = os.path.join(path, 'model.safetensors'), os.path.join(path, 'pytorch_model.bin')
+        try:  # safetensors and torch.load raise many kinds of error for a damaged file
             from safetensors.torch import load_file
-            sd = load_file(os.path.join(path, 'model.safetensors'))
-        elif os.path.exists(os.path.join(path, 'pytorch_model.bin')):
-            sd = torch.load(os.path.join(path, 'pytorch_model.bin'), map_location='cpu', weights_only=True)
-        else:
-            raise ValueError(f'{path} has neither model.safetensors nor pytorch_model.bin')
+            sd = load_file(st) if os.path.exists(st) else torch.load(pt, map_location='cpu', weights_only=True)
+        except Exception as e:
+            raise ValueError(f'cannot read the weights model.safetensors or pytorch_model.bin in {path} '
+                             f'({type(e).__name__}: {str(e)[:100]})') from None
         model.load_state(sd, hf=True)
         return model
 
@@ -403,7 +292,7 @@ class GPT(nn.Module):
             if isinstance(m, (nn.Linear, nn.LayerNorm)) and m.bias is None and name != 'lm_head':
                 sd[name + '.bias'] = torch.zeros(m.weight.size(0))
         for k, v in self.state_dict().items():
-            if k != 'lm_head.weight':
+            if k != 'lm_head.weight' and not k.startswith('classifier.'):
                 v = v[:cfg.vocab_size] if k == 'transformer.wte.weight' else v
                 sd[k] = (v.t() if k.endswith(CONV1D) else v).detach().float().cpu().contiguous()
         hf = dict(model_type='gpt2', architectures=['GPT2LMHeadModel'], vocab_size=cfg.vocab_size,
@@ -411,13 +300,46 @@ class GPT(nn.Module):
                   n_head=cfg.n_head, activation_function='gelu_new', layer_norm_epsilon=1e-5,
                   resid_pdrop=cfg.dropout, embd_pdrop=cfg.dropout, attn_pdrop=cfg.dropout,
                   bos_token_id=50256, eos_token_id=50256, tie_word_embeddings=True)
-        os.makedirs(out_dir, exist_ok=True)
-        atomic_write(os.path.join(out_dir, 'model.safetensors'), lambda p: save_file(sd, p, metadata={'format': 'pt'}))
-        atomic_write(os.path.join(out_dir, 'config.json'), lambda p: open(p, 'w').write(json.dumps(hf, indent=2)))
+        os.makedirs(out_dir, exist_ok=True)  # each file whole or not at all: written aside, then renamed
+        save_file(sd, os.path.join(out_dir, 'model.safetensors.tmp'), metadata={'format': 'pt'})
+        with open(os.path.join(out_dir, 'config.json.tmp'), 'w') as f:
+            json.dump(hf, f, indent=2)
+        for name in ('model.safetensors', 'config.json'):
+            os.replace(os.path.join(out_dir, name + '.tmp'), os.path.join(out_dir, name))
+
+    # ---------------------------------------------------------------- fine-tuning
+
+    def freeze(self, trainable_layers: int):
+        """Train only the last trainable_layers blocks, the final LayerNorm and the head. A language model's
+        head is tied to the token embedding, so that trains too (and backward runs through every block)."""
+        keep = [*self.transformer.h[len(self.transformer.h) - trainable_layers:], self.transformer.ln_f,
+                getattr(self, 'classifier', self.lm_head)]
+        self.requires_grad_(False)
+        for m in keep:
+            m.requires_grad_(True)
+
+    def add_lora(self, rank: int, alpha: float, dropout: float = 0.0):
+        """Freeze the model and put trainable LoRA adapters on every projection (a classifier head stays trainable)."""
+        self.requires_grad_(False)
+        for m, n in projections(self):
+            setattr(m, n, LoRALinear(getattr(m, n), rank, alpha, dropout))
+        if hasattr(self, 'classifier'):
+            self.classifier.requires_grad_(True)
+
+    @torch.no_grad()
+    def merge_lora(self):
+        """Fold the adapters into the weights, leaving a plain GPT (that save_pretrained exports)."""
+        for m, n in projections(self):
+            lora = getattr(m, n)
+            if isinstance(lora, LoRALinear):
+                lora.weight += (lora.lora_B @ lora.lora_A) * lora.scale
+                plain = nn.Linear(lora.in_features, lora.out_features, bias=lora.bias is not None, device='meta')
+                plain.weight, plain.bias = lora.weight, lora.bias
+                setattr(m, n, plain)
 
 
 def pick(logits, temperature=1.0, top_k=None, top_p=None, generator=None):
-    """Sample one id per row from logits (B, V): greedy at temperature 0, else from the softmax,
+    """Sample one id per row from logits (B, V): greedy at temperature 0, else from softmax(logits / temperature),
     kept to the top_k ids and/or the smallest set whose probability reaches top_p."""
     if temperature == 0:
         return logits.argmax(dim=-1, keepdim=True)
@@ -433,50 +355,83 @@ def pick(logits, temperature=1.0, top_k=None, top_p=None, generator=None):
     return torch.multinomial(probs, 1, generator=generator)
 
 
-def atomic_write(path: str, write):
-    """write(tmp_path) then rename over path: readers see the old file or the whole new one, never half."""
-    tmp = f'{path}.{os.getpid()}.tmp'
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+class GPTClassifier(GPT):
+    """GPT-2 with a head of config.n_classes classes on each row's last real token (LLMs-from-scratch ch. 6)."""
+
+    def __init__(self, config: GPTConfig):
+        super().__init__(config)
+        self.classifier = nn.Linear(config.n_embd, config.n_classes, bias=False)
+        nn.init.normal_(self.classifier.weight, mean=0.0, std=0.02)
+
+    def forward(self, idx, targets=None):
+        """Class logits (B, n_classes) of rows idx (B, T) padded on the right with -1 (causal attention: padding
+        cannot change what precedes it), and with targets (B,) of class ids the mean cross-entropy."""
+        last = (idx >= 0).sum(1) - 1  # (B,) where each row ends
+        h = self.hidden(idx.clamp(min=0))
+        logits = self.classifier(h[torch.arange(idx.size(0), device=idx.device), last])
+        return logits, None if targets is None else F.cross_entropy(logits, targets)
 
 
-def configure(g: dict, argv: list[str], script: str):
-    """The one override mechanism of train.py and sample.py: a script's module-level globals g are its
-    config; a python config file (positional) and then --key=value flags override them, type-checked.
-    Returns the keys that were set, whatever their values (train.py's resume lets them win)."""
-    plain = (int, float, bool, str, type(None))
-    given = set()
-    keys = [k for k, v in g.items() if not k.startswith('_') and isinstance(v, plain)]
-    for arg in argv:
-        if arg.startswith('--'):
-            key, sep, text = arg[2:].partition('=')
-            if not sep:
-                raise SystemExit(f'{script}: {arg} needs a value: --{key}=VALUE')
-            try:
-                value = ast.literal_eval(text)
-            except (ValueError, SyntaxError):
-                value = {'true': True, 'false': False}.get(text.lower(), text)  # a bare word is a string
-            pairs = [(key, value)]
-        else:
-            if not os.path.isfile(arg):
-                raise SystemExit(f'{script}: config file {arg} not found (flags look like --key=value)')
-            cfg = {}
-            exec(open(arg).read(), {}, cfg)
-            pairs = [(k, v) for k, v in cfg.items() if not k.startswith('_') and isinstance(v, plain)]
-        for key, value in pairs:
-            if key not in keys:
-                close = difflib.get_close_matches(key, keys, n=1)
-                raise SystemExit(f'{script}: unknown setting {key!r}' + (f'; did you mean {close[0]!r}?' if close else ''))
-            old = g[key]
-            if old is not None and value is not None and type(value) is not type(old):
-                if isinstance(old, float) and type(value) is int:
-                    value = float(value)
-                else:
-                    raise SystemExit(f'{script}: {key} must be {type(old).__name__} (like {old!r}), got {value!r}')
-            g[key] = value
-            given.add(key)
-    return given
+def projections(model):  # (module, name) of each attention and MLP projection: where LoRA adapters go
+    return [(m, n) for b in model.transformer.h for m, n in
+            ((b.attn, 'c_attn'), (b.attn, 'c_proj'), (b.mlp, 'c_fc'), (b.mlp, 'c_proj'))]
+
+
+class LoRALinear(nn.Linear):
+    """nn.Linear (same weight and bias, so the same names) plus a trainable low-rank update:
+    y = x W^T + b + alpha/rank * dropout(x) A^T B^T. B starts at zero, so training starts from the base model."""
+
+    def __init__(self, base: nn.Linear, rank: int, alpha: float, dropout: float):
+        nn.Module.__init__(self)
+        self.in_features, self.out_features = base.in_features, base.out_features
+        self.weight, self.bias = base.weight, base.bias
+        self.lora_A = nn.Parameter(torch.randn(rank, self.in_features, device=base.weight.device) / self.in_features ** 0.5)
+        self.lora_B = nn.Parameter(torch.zeros(self.out_features, rank, device=base.weight.device))
+        self.scale = alpha / rank
+        self.lora_dropout = Dropout(dropout)
+
+    def forward(self, x):
+        return super().forward(x) + (self.lora_dropout(x) @ self.lora_A.t() @ self.lora_B.t()) * self.scale
+
+
+# ---------------------------------------------------------------- CPU training kernels
+# GPUs use torch's fused dropout and SDPA. On CPUs those two bound training (bench_train.py, profiled).
+
+def cpu_attention_pays(q, p: float) -> bool:
+    """Whether training attention is faster as causal_attention than in SDPA: on the CPU with dropout (SDPA's
+    unfused fallback was 2-3x slower), or in bf16 up to 512 positions (flash was 2x slower; past 512 it won,
+    with no T x T memory). float32 without dropout keeps flash."""
+    return q.device.type == 'cpu' and (p > 0 or (q.dtype != torch.float32 and q.size(2) <= 512))
+
+
+def causal_attention(q, k, v, p: float):
+    """F.scaled_dot_product_attention(q, k, v, dropout_p=p, is_causal=True), written out. bf16 scores
+    are rounded before the softmax (flash keeps float32): a few times its error, yet the loss curve
+    follows float32's (bench_train.py)."""
+    B, H, T, D = q.shape
+    future = torch.full((T, T), float('-inf'), dtype=q.dtype, device=q.device).triu(1)  # no look-ahead
+    att = torch.baddbmm(future, q.reshape(B * H, T, D), k.reshape(B * H, T, D).transpose(1, 2), alpha=D ** -0.5)
+    att = att.softmax(-1)  # (B * H, T, T)
+    if p > 0:  # dropout on the attention weights
+        att = att * keep_mask(att.shape, p, att.dtype, q.device)
+    return (att @ v.reshape(B * H, T, D)).view(B, H, T, D)
+
+
+def keep_mask(shape, p: float, dtype, device) -> torch.Tensor:
+    """Dropout's mask in dtype: 0 (dropped) or 1/(1-p) (kept), p rounded to k/65536, k < 65536. torch's CPU
+    bernoulli_ (a draw per element) took a quarter of a step; one 64-bit draw (the explicit range makes all
+    64 bits random) gives four 16-bit uniforms, and a float mask multiplies 10x faster than a bool one."""
+    n, drop = math.prod(shape), min(round(p * 65536), 65535)
+    bits = torch.empty((n + 3) // 4, dtype=torch.int64, device=device).random_(-2**63, 2**63 - 1)
+    keep = torch.ge(bits.view(torch.int16)[:n].view(shape), drop - 32768,
+                    out=torch.empty(shape, dtype=dtype, device=device))
+    return keep.mul_(65536 / (65536 - drop))
+
+
+class Dropout(nn.Dropout):
+    """nn.Dropout, with the cheaper mask above on the CPU (elsewhere torch's fused kernel is faster)."""
+
+    def forward(self, x):
+        if not self.training or self.p in (0.0, 1.0) or x.device.type != 'cpu':
+            return super().forward(x)
+        return x * keep_mask(x.shape, self.p, x.dtype, x.device)

@@ -9,7 +9,6 @@ $ python prepare.py mine --input=notes/ --tokenizer=char  # your own file, or fo
 $ python prepare.py fineweb_edu --max_shards=2            # FineWeb-Edu sample-10BT, GPT-2 BPE
 $ python prepare.py sms_spam                 # SMS Spam Collection: ham or spam, to fine-tune a classifier
 $ python prepare.py alpaca                   # LLMs-from-scratch's 1,100 instructions, Alpaca template
-$ python prepare.py hellaswag                # HellaSwag val, to evaluate: pick the right ending of 4
 
 Splits. One text file: the first 90% of its bytes is train and the rest val, as nanoGPT does.
 A folder: whole files go to val, picked by a seeded hash of their path in the folder, so no val
@@ -19,11 +18,10 @@ With GPT-2 BPE every document of a folder or of FineWeb starts with <|endoftext|
 llm.c, so the token after an EOT always begins a document; a single file gets no EOT at all.
 Bytes that are not UTF-8 become U+FFFD, with one warning line per file that had any.
 
-The last three are examples, GPT-2 BPE only: data/<name>/<split>.npz holds `tokens` (uint16, all
-examples back to back) and `offsets` (int64, n_segments + 1: segment i is tokens[offsets[i]:offsets[i+1]]).
-sms_spam: a segment per message, `labels` (0 ham, 1 spam), hams dropped to balance, 70/10/20%
-train/val/test. alpaca: prompt then response + <|endoftext|>, `prompt_lens` (the loss is on the rest),
-85/5/10%, and test.json. hellaswag: val only, the context then its 4 endings, `labels` (the right one).
+The last two are fine-tuning examples, GPT-2 BPE only, in data/<name>/<split>.npz (finetune_data.py
+says the format). sms_spam: a segment per message, `labels` (0 ham, 1 spam), hams dropped to balance,
+70/10/20% train/val/test. alpaca: prompt then response + <|endoftext|>, `prompt_lens` (the loss is on
+the rest), 85/5/10%, and test.json. (HellaSwag, for evaluation, is hellaswag.py's.)
 """
 import codecs
 import collections
@@ -45,22 +43,23 @@ from multiprocessing import Pool
 
 import numpy as np
 
+import settings
+from finetune_data import EOT, alpaca_prompt
+
 SHAKESPEARE_URL = 'https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt'
 SMS_SPAM_URL = 'https://archive.ics.uci.edu/static/public/228/sms+spam+collection.zip'
 ALPACA_URL = 'https://raw.githubusercontent.com/rasbt/LLMs-from-scratch/main/ch07/01_main-chapter-code/instruction-data.json'
-HELLASWAG_URL = 'https://raw.githubusercontent.com/rowanz/hellaswag/master/data/hellaswag_val.jsonl'
 FINEWEB_REPO, FINEWEB_DIR = 'HuggingFaceFW/fineweb-edu', 'sample/10BT/'
-EOT = 50256  # <|endoftext|> in GPT-2 BPE
 CHUNK = 1 << 20  # bytes of text per task for the workers: big enough to hide the IPC cost
 DEFAULTS = dict(
     input='',  # a local file or folder; every dataset takes one, so all of them work offline
     tokenizer='gpt2',  # gpt2 or char
     glob='**/*.txt',  # which files of an --input folder to read
     out_dir='data',  # outputs go to <out_dir>/<dataset>/
-    val_frac=0.1,
-    seed=1337,
+    val_frac=0.1,  # the share of the text (one file) or of the documents (a folder, FineWeb) that goes to val
+    seed=1337,  # seeds which documents go to val, and the fine-tuning sets' splits
     max_shards=0,  # fineweb_edu: stop after this many shards (0: all of them)
-    workers=os.cpu_count() or 1,
+    workers=os.cpu_count() or 1,  # tokenizing processes
 )
 
 # -----------------------------------------------------------------------------
@@ -452,12 +451,6 @@ def prepare_sms_spam(cfg: dict, out: str) -> None:
         notes[f'{split}.npz'] = f"{len(idx):,} messages, {len(idx) - n_spam:,} ham / {n_spam:,} spam"
     put_in_place(out, notes)
 
-def alpaca_prompt(instruction: str, input: str = '') -> str:
-    """The Alpaca template, up to where the response starts; sample.py uses it too."""
-    return ("Below is an instruction that describes a task. Write a response that appropriately "
-            f"completes the request.\n\n### Instruction:\n{instruction}"
-            + (f"\n\n### Input:\n{input}" if input else "") + "\n\n### Response:\n")
-
 def prepare_alpaca(cfg: dict, out: str) -> None:
     gpt2_only(cfg, out)
     try:
@@ -483,48 +476,6 @@ def prepare_alpaca(cfg: dict, out: str) -> None:
         json.dump(splits['test'], f, indent=1, ensure_ascii=False)
     put_in_place(out, {**notes, 'test.json': f"{len(splits['test']):,} reference records"})
 
-def prepare_hellaswag(cfg: dict, out: str) -> None:
-    gpt2_only(cfg, out)
-    examples = []
-    for i, line in enumerate(read_source(cfg, HELLASWAG_URL, 'hellaswag_val.jsonl').split('\n'), 1):
-        if not line.strip():
-            continue
-        try:
-            ex = json.loads(line)
-        except ValueError:
-            ex = None
-        if not (isinstance(ex, dict) and isinstance(ex.get('ctx'), str) and isinstance(ex.get('endings'), list)
-                and len(ex['endings']) == 4 and all(isinstance(e, str) for e in ex['endings'])
-                and type(ex.get('label')) is int and 0 <= ex['label'] < 4):
-            raise SystemExit(f"prepare.py: line {i} is not a record with ctx, 4 endings and a label 0-3: {line[:40]!r}")
-        examples.append(ex)
-    enc, segments = load_gpt2(), []
-    for ex in examples:  # each ending with a leading space, as it follows the context, like build-nanogpt and llm.c
-        segments += [enc.encode_ordinary(ex['ctx'])] + [enc.encode_ordinary(' ' + e) for e in ex['endings']]
-    labels = [ex['label'] for ex in examples]
-    write_examples(out, 'val', segments, labels=np.array(labels, np.int64))
-    put_in_place(out, {'val.npz': f"{len(labels):,} examples, 5 segments each: context, then 4 endings"})
-
-def example_batch(z, ids, block_size: int):
-    """Examples ids of a loaded split (.npz: tokens, offsets, labels or prompt_lens) as a padded batch
-    of int64 numpy arrays, for train.py. Classification: (x, labels), x padded on the right with -1,
-    which the classifier skips. Instruction tuning: (x, y), y the next token wherever the loss applies,
-    i.e. on the response and its <|endoftext|>, and -1 over the prompt and the padding."""
-    rows = [z['tokens'][z['offsets'][i]:z['offsets'][i + 1]].astype(np.int64) for i in ids]
-    if 'labels' in z:
-        rows = [r[:block_size] for r in rows]  # the head reads the last token kept
-        x = np.full((len(rows), max(map(len, rows))), -1, np.int64)
-        for i, r in enumerate(rows):
-            x[i, :len(r)] = r
-        return x, z['labels'][ids].astype(np.int64)
-    rows = [r[:block_size + 1] for r in rows]
-    x = np.full((len(rows), max(map(len, rows)) - 1), EOT, np.int64)
-    y = np.full_like(x, -1)
-    for i, (r, p) in enumerate(zip(rows, z['prompt_lens'][ids])):
-        x[i, :len(r) - 1] = r[:-1]
-        y[i, p - 1:len(r) - 1] = r[p:]  # position t predicts token t + 1: the first is the response's first
-    return x, y
-
 DATASETS = {  # name -> (function, its defaults); any other name is the user's own --input
     'stdlib': (prepare_text, dict(input=sysconfig.get_paths()['stdlib'], glob='*.py', tokenizer='char')),
     'shakespeare_char': (prepare_shakespeare, dict(tokenizer='char')),
@@ -532,29 +483,18 @@ DATASETS = {  # name -> (function, its defaults); any other name is the user's o
     'fineweb_edu': (prepare_fineweb, dict(val_frac=0.001)),  # 0.1% of 10B tokens is plenty of val
     'sms_spam': (prepare_sms_spam, dict(seed=123)),  # the seed of LLMs-from-scratch
     'alpaca': (prepare_alpaca, dict(seed=123)),
-    'hellaswag': (prepare_hellaswag, {}),
 }
 
 # -----------------------------------------------------------------------------
 
 def parse(argv: list[str]) -> tuple[str, dict]:
-    names = [a for a in argv if not a.startswith('--')]
+    names = [a for a in argv if not a.startswith('-')]
     if len(names) > 1:
         raise SystemExit(f"prepare.py: one dataset at a time, got {' '.join(names)}")
     name = names[0] if names else 'stdlib'
-    cfg = {**DEFAULTS, **DATASETS.get(name, (None, {}))[1]}
-    for a in argv:
-        if not a.startswith('--'):
-            continue
-        key, eq, val = a[2:].partition('=')
-        if key not in DEFAULTS:
-            close = difflib.get_close_matches(key, DEFAULTS, 1)
-            hint = f"did you mean --{close[0]}?" if close else "options: " + ' '.join(f'--{k}' for k in DEFAULTS)
-            raise SystemExit(f"prepare.py: unknown option --{key}; {hint}")
-        try:
-            cfg[key] = type(DEFAULTS[key])(val if eq else '')
-        except ValueError:
-            raise SystemExit(f"prepare.py: --{key} takes a {type(DEFAULTS[key]).__name__}, got {val!r}")
+    cfg = dict(DEFAULTS)
+    given = settings.configure(cfg, [a for a in argv if a.startswith('-')], __file__)
+    cfg.update({k: v for k, v in DATASETS.get(name, (None, {}))[1].items() if k not in given})
     if name not in DATASETS and not cfg['input']:
         close = difflib.get_close_matches(name, DATASETS, 1)
         hint = f"did you mean {close[0]}? " if close else ""

@@ -5,19 +5,20 @@ Sample text from a trained checkpoint or from OpenAI's GPT-2, streaming tokens a
     python sample.py --init_from=gpt2 --interactive=True        # You: / GPT: in a loop
     python sample.py --out_dir=out-alpaca --start="Name three primes."   # an instruction model answers
     python sample.py --out_dir=out-spam --start="WIN a FREE prize now!"    # a classifier labels the text
+    python sample.py --help                                     # every setting
 """
 import codecs
 import os
-import pickle
 import sys
 import time
 
 import torch
 
-from gpt2 import GPT, GPTConfig, configure
+import settings
+from gpt2 import GPT
 
-init_from = 'resume'  # 'resume' (out_dir/ckpt.pt), a GPT-2 name (gpt2 ... gpt2-xl), or a Hugging Face GPT-2 folder
-out_dir = 'out'  # where 'resume' finds ckpt.pt
+init_from = 'resume'  # resume (out_dir/ckpt.pt) | gpt2, gpt2-medium, gpt2-large, gpt2-xl | a Hugging Face GPT-2 folder
+out_dir = 'out'  # where resume finds ckpt.pt
 start = '\n'  # the prompt, or FILE:path to read it from a file
 num_samples = 3  # samples, one after another
 max_new_tokens = 500  # tokens per sample, at most
@@ -28,33 +29,30 @@ stop_at_eot = True  # end a sample at <|endoftext|> (GPT-2 BPE models)
 instruct = None  # wrap each prompt in the Alpaca template and print the response; None: if trained so
 interactive = False  # read prompts from the terminal in a loop instead of using start
 seed = 1337  # sample i uses seed + i, so every sample is reproducible alone
-device = 'auto'  # 'auto' picks cuda, then mps, then cpu; or e.g. 'cpu', 'cuda:1'
-dtype = 'auto'  # 'auto': bfloat16 on GPUs that have it, float16 on other GPUs, float32 on cpu; or name one
+device = 'auto'  # auto picks cuda, then mps, then cpu; or e.g. cpu, cuda:1
+dtype = 'auto'  # auto: bfloat16 on GPUs that have it, float16 on other GPUs, float32 on cpu; or name one
 compile = False  # torch.compile the forward pass (needs a working compiler; helps on GPUs)
-configure(globals(), sys.argv[1:], 'sample.py')
+settings.configure(globals(), sys.argv[1:], __file__)
+
+
+def die(msg):
+    raise SystemExit(f'sample.py: {msg}')
 
 
 def load_model():
-    """The model, a (encode, decode_bytes, eot) triple for its vocabulary, and the checkpoint's config."""
+    """The model, its vocabulary as (encode, decode_bytes, eot), and the checkpoint's config (or {})."""
     if init_from != 'resume':
         return GPT.from_pretrained(init_from), bpe(), {}
-    path = os.path.join(out_dir, 'ckpt.pt')
-    if not os.path.exists(path):
-        raise ValueError(f'no checkpoint at {path}: train one with train.py, or pass --out_dir=DIR or --init_from=gpt2')
-    ckpt = torch.load(path, map_location='cpu', weights_only=True)  # plain tensors and values only, no code
-    if not {'model', 'model_args', 'config'} <= set(ckpt):
-        raise ValueError(f'{path} is not a train.py checkpoint (for a Hugging Face folder use --init_from=FOLDER)')
-    model = GPT(GPTConfig(**ckpt['model_args']))
+    ckpt = settings.read_checkpoint(os.path.join(out_dir, 'ckpt.pt'))
+    model = GPT.from_checkpoint(ckpt)
     cfg = dict(ckpt['config'], classes=ckpt.get('classes'))
-    if cfg.get('lora_rank'):  # adapters were trained: load them, then fold them into the weights
-        model.add_lora(cfg['lora_rank'], cfg['lora_alpha'])
-    model.load_state(ckpt['model'])
-    model.merge_lora()
     meta = os.path.join(cfg.get('data_dir', 'data'), cfg['dataset'], 'meta.pkl')
     if not os.path.exists(meta):
+        if model.config.vocab_size != 50257:
+            raise ValueError(f'{meta} is gone, and the model has {model.config.vocab_size} symbols, not GPT-2 BPE: '
+                             f"prepare {cfg['dataset']} again as for training (it writes meta.pkl)")
         return model, bpe(), cfg
-    with open(meta, 'rb') as f:
-        m = pickle.load(f)
+    m = settings.read_meta(meta)
     if m['vocab_size'] != model.config.vocab_size:
         raise ValueError(f"{meta} has {m['vocab_size']} characters but the model has {model.config.vocab_size}: "
                          f"prepare.py rewrote it for other data; prepare {cfg['dataset']} again as for training")
@@ -73,8 +71,8 @@ def bpe():
     try:
         enc = tiktoken.get_encoding('gpt2')
     except Exception as e:  # tiktoken downloads the BPE files once, then reads its cache
-        raise ValueError(f'could not load GPT-2\'s BPE ({type(e).__name__}): connect to the network once, '
-                         'or set TIKTOKEN_CACHE_DIR to a folder that holds tiktoken\'s cached gpt2 files') from None
+        raise ValueError(f"could not load GPT-2's BPE ({type(e).__name__}): connect to the network once, "
+                         "or set TIKTOKEN_CACHE_DIR to a folder that holds tiktoken's cached gpt2 files") from None
     return (lambda s: enc.encode(s, allowed_special={'<|endoftext|>'}), enc.decode_single_token_bytes,
             enc.eot_token)
 
@@ -83,18 +81,15 @@ def classify(text: str):
     """Print the classifier's likeliest label for text, with its probability."""
     ids = encode(text)[:model.config.block_size]
     if not ids:
-        raise ValueError('nothing to classify: give --start=TEXT')
+        die('nothing to classify: give --start=TEXT')
     with torch.no_grad():
         probs = torch.softmax(model(torch.tensor([ids], device=device))[0].float(), dim=-1)[0]
     k = probs.argmax().item()
     print(f'{classes[k]} (p={probs[k]:.3f})')
 
 
-def sample(prompt: str, k: int):
-    """Stream one continuation of prompt to stdout; return (tokens, seconds)."""
-    ids = encode(prompt) or ([eot] if eot is not None else [])  # an empty prompt starts a fresh document
-    if not ids:
-        raise ValueError('the prompt is empty and this vocabulary has no <|endoftext|>: give --start=TEXT')
+def sample(ids: list[int], k: int):
+    """Stream one continuation of the prompt ids to stdout; return (tokens, seconds)."""
     idx = torch.tensor([ids[-model.config.block_size:]], device=device)
     utf8 = codecs.getincrementaldecoder('utf-8')(errors='replace')  # a character may span tokens
     n, t0 = 0, time.perf_counter()
@@ -109,31 +104,53 @@ def sample(prompt: str, k: int):
     return n, time.perf_counter() - t0
 
 
+def prompt_ids(text: str) -> list[int]:
+    """The prompt's ids, wrapped in the Alpaca template for an instruction model; an empty prompt starts a
+    fresh document at <|endoftext|>."""
+    ids = encode(wrap(text)) or ([eot] if eot is not None else [])
+    if not ids:
+        die('the prompt is empty and this vocabulary has no <|endoftext|>: give --start=TEXT')
+    return ids
+
+
+# ----------------------------------------------------------------------------- checks, then the model
+if device == 'auto':
+    device = 'cuda' if torch.cuda.is_available() else 'mps' if torch.backends.mps.is_available() else 'cpu'
+if device.startswith('cuda') and not torch.cuda.is_available():
+    die(f'device {device} asked for, but torch sees no CUDA GPU: use --device=cpu')
+if dtype == 'auto':
+    dtype = 'float32' if not device.startswith('cuda') else 'bfloat16' if torch.cuda.is_bf16_supported() else 'float16'
+if dtype not in ('float32', 'bfloat16', 'float16'):
+    die(f'unknown dtype {dtype!r}: use auto, float32, bfloat16 or float16')
+for bad, msg in ((temperature < 0, f'temperature must be >= 0 (0 is greedy), got {temperature}'),
+                 (top_k is not None and top_k < 1, f'top_k must be at least 1, or None for all tokens; got {top_k}'),
+                 (top_p is not None and not 0 < top_p <= 1, f'top_p must be in (0, 1], or None; got {top_p}'),
+                 (max_new_tokens < 0, f'max_new_tokens must be >= 0, got {max_new_tokens}')):
+    if bad:
+        die(msg)
 try:
-    if device == 'auto':
-        device = 'cuda' if torch.cuda.is_available() else 'mps' if torch.backends.mps.is_available() else 'cpu'
-    if dtype == 'auto':
-        dtype = ('float32' if not device.startswith('cuda') else
-                 'bfloat16' if torch.cuda.is_bf16_supported() else 'float16')
-    if dtype not in ('float32', 'bfloat16', 'float16'):
-        raise ValueError(f'unknown dtype {dtype!r}: use auto, float32, bfloat16 or float16')
     if start.startswith('FILE:'):
         with open(start[5:], encoding='utf-8') as f:
             start = f.read()
     model, (encode, decode_bytes, eot), trained = load_model()
-    classes = trained.get('classes') or [str(i) for i in range(model.config.n_classes)]
-    if instruct is None:
-        instruct = trained.get('task') == 'instruct'
-    if instruct:
-        from prepare import alpaca_prompt  # the one template, shared with the training data
-        wrap = alpaca_prompt
-    else:
-        wrap = lambda text: text
-    model.eval().to(device, getattr(torch, dtype))  # weights in dtype: no per-step casts as under autocast
-    if compile:
-        model.hidden = torch.compile(model.hidden, dynamic=True)
-    print(f'{init_from if init_from != "resume" else out_dir}: {model.num_params() / 1e6:.1f}M parameters, '
-          f'{device}, {dtype}', file=sys.stderr)
+except (ValueError, OSError) as e:  # what a user can fix: a missing file, a wrong checkpoint or folder
+    die(e)
+classes = trained.get('classes') or [str(i) for i in range(model.config.n_classes)]
+if instruct is None:
+    instruct = trained.get('task') == 'instruct'
+if instruct:
+    from finetune_data import alpaca_prompt as wrap  # the one template, shared with the training data
+else:
+    def wrap(text):
+        return text
+model.eval().to(device, getattr(torch, dtype))  # weights in dtype: no per-step casts as under autocast
+if compile:
+    model.hidden = torch.compile(model.hidden, dynamic=True)
+print(f'{init_from if init_from != "resume" else out_dir}: {model.num_params() / 1e6:.1f}M parameters, '
+      f'{device}, {dtype}', file=sys.stderr)
+
+# ----------------------------------------------------------------------------- sampling
+try:
     if interactive:
         k = 0
         while True:
@@ -142,16 +159,24 @@ try:
             except EOFError:
                 break
             print('GPT: ', end='', flush=True)
-            classify(prompt) if model.config.n_classes else sample(wrap(prompt), k)
+            try:
+                classify(prompt) if model.config.n_classes else sample(prompt_ids(prompt), k)
+            except ValueError as e:  # e.g. a character the model never saw: say so, ask again
+                print(f'({e})')
             k += 1
     elif model.config.n_classes:
-        classify(start)
+        try:
+            classify(start)
+        except ValueError as e:
+            die(e)
     else:
+        try:
+            ids = prompt_ids(start)  # before anything is printed: a prompt it cannot read is one line
+        except ValueError as e:
+            die(e)
         for k in range(num_samples):
             print('' if instruct else start, end='')
-            n, dt = sample(wrap(start), k)
+            n, dt = sample(ids, k)
             print(f'--- {n} tokens, {n / dt:.1f} tokens/s', file=sys.stderr)
-except (ValueError, OSError) as e:
-    raise SystemExit(f'sample.py: {e}')
 except KeyboardInterrupt:
     print()

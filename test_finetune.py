@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 import torch
 
-import prepare
-from gpt2 import GPT, GPTConfig
+from finetune_data import alpaca_prompt
+from gpt2 import GPT, GPTClassifier, GPTConfig
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SHARED = os.path.join(HERE, '..', 'shared', 'data')
@@ -53,7 +53,8 @@ def needs(path):
 
 def load(path):
     ck = torch.load(path, map_location='cpu', weights_only=True)
-    model = GPT(GPTConfig(**ck['model_args']))
+    config = GPTConfig(**ck['model_args'])
+    model = (GPTClassifier if config.n_classes else GPT)(config)
     if ck['config']['lora_rank']:
         model.add_lora(ck['config']['lora_rank'], ck['config']['lora_alpha'])
     model.load_state(ck['model'])
@@ -115,7 +116,7 @@ def test_instruction_tuning_trains_on_responses_and_sample_answers_in_the_templa
     question = 'Name a primary color.'
     out = py(tmp_path, 'sample.py', '--out_dir=out', f'--start={question}', '--num_samples=1',
              '--max_new_tokens=8', '--temperature=0', '--stop_at_eot=False').stdout
-    idx = torch.tensor([enc.encode(prepare.alpaca_prompt(question))])
+    idx = torch.tensor([enc.encode(alpaca_prompt(question))])
     expect = enc.decode(model.generate(idx, 8, temperature=0)[0, idx.size(1):].tolist())
     assert out == expect + '\n'
 
@@ -131,7 +132,7 @@ def test_lora_trains_adapters_only_resumes_exactly_and_exports_to_transformers(t
     py(tmp_path, 'train.py', '--out_dir=straight', '--max_iters=6', '--lr_decay_iters=6', *common)
     py(tmp_path, 'train.py', '--out_dir=halves', '--max_iters=3', '--lr_decay_iters=6', *common)
     py(tmp_path, 'train.py', '--out_dir=halves', '--init_from=resume', '--max_iters=6')
-    (a, ca), (b, cb) = load(tmp_path / 'straight' / 'ckpt.pt'), load(tmp_path / 'halves' / 'ckpt.pt')
+    (a, ca), (_, cb) = load(tmp_path / 'straight' / 'ckpt.pt'), load(tmp_path / 'halves' / 'ckpt.pt')
     assert ca['model'].keys() == cb['model'].keys() and any('lora_A' in k for k in ca['model'])
     for k in ca['model']:
         assert torch.equal(ca['model'][k], cb['model'][k]), k
@@ -173,16 +174,15 @@ def test_eval_only_perplexity_and_hellaswag_agree_with_transformers(tmp_path, np
     hf = hf_folder(tmp_path / 'hf', n_positions=32)
     with open(tmp_path / 'hs.jsonl', 'w') as f:
         f.writelines(json.dumps(r) + '\n' for r in HELLASWAG)
-    py(tmp_path, 'prepare.py', 'hellaswag', f'--input={tmp_path / "hs.jsonl"}')
     import tiktoken
     enc = tiktoken.get_encoding('gpt2')
     # val.bin of exactly block_size + 1 tokens: every evaluation batch is that one row
     ids = enc.encode('The quick brown fox jumps over the lazy dog. ' * 4)[:33]
-    (tmp_path / 'data' / 'text').mkdir()
+    (tmp_path / 'data' / 'text').mkdir(parents=True)
     for split in ('train', 'val'):
         np.array(ids, np.uint16).tofile(tmp_path / 'data' / 'text' / f'{split}.bin')
     cmd = [os.path.join(HERE, 'train.py'), '--dataset=text', f'--init_from={tmp_path / "hf"}', '--eval_only=True',
-           '--hellaswag_interval=1', '--block_size=32', '--out_dir=out', *TINY]
+           '--hellaswag_interval=1', f'--hellaswag_input={tmp_path / "hs.jsonl"}', '--block_size=32', '--out_dir=out', *TINY]
     if nproc > 1:
         cmd = ['-m', 'torch.distributed.run', f'--nproc_per_node={nproc}', '--standalone', *cmd]
     p = subprocess.run([sys.executable, *cmd], cwd=tmp_path, capture_output=True, text=True, env=ENV, timeout=300)

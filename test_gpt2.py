@@ -11,7 +11,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from gpt2 import GPT, Dropout, GPTConfig, causal_attention, configure, keep_mask, pick
+import hellaswag
+from gpt2 import GPT, Dropout, GPTClassifier, GPTConfig, causal_attention, keep_mask, pick
+from settings import configure
 
 transformers = pytest.importorskip('transformers')
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -321,7 +323,7 @@ def train_steps(model, idx, targets, steps=3):
 
 def test_frozen_parameters_stay_bit_identical(tiny):
     _, _, path = tiny
-    model = GPT.from_pretrained(path, n_classes=2)
+    model = GPTClassifier.from_pretrained(path, n_classes=2)
     model.freeze(trainable_layers=1)
     before = {k: v.clone() for k, v in model.state_dict().items()}
     train_steps(model, torch.randint(0, 97, (4, 10)), torch.tensor([0, 1, 1, 0]))
@@ -355,14 +357,14 @@ def test_lora_trains_only_adapters_and_merges_exactly(tiny):
 
 def test_lora_classifier_keeps_its_head_trainable(tiny):
     _, _, path = tiny
-    model = GPT.from_pretrained(path, n_classes=3)
+    model = GPTClassifier.from_pretrained(path, n_classes=3)
     model.add_lora(rank=2, alpha=2)
     assert {n for n, p in model.named_parameters() if p.requires_grad and '.lora_' not in n} == {'classifier.weight'}
 
 
 def test_classifier_reads_the_last_real_token(tiny):
     _, _, path = tiny
-    model = GPT.from_pretrained(path, n_classes=2).eval()
+    model = GPTClassifier.from_pretrained(path, n_classes=2).eval()
     rows = [torch.randint(0, 97, (n,)) for n in (5, 9, 12)]
     padded = torch.full((3, 12), -1)
     for i, r in enumerate(rows):
@@ -379,7 +381,7 @@ def test_ending_losses_pick_the_likeliest_ending(tiny):
     ref, ours, _ = tiny
     ctx = [5, 17, 42, 8]
     endings = [[3], [60, 61, 62], [9, 9], [33, 2, 71, 70]]
-    got = ours.ending_losses(ctx, endings)
+    got = hellaswag.ending_losses(ours, ctx, endings)
     for i, e in enumerate(endings):  # oracle: transformers' loss on the ending's tokens only
         ids = torch.tensor([ctx + e])
         labels = ids.clone()

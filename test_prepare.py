@@ -19,6 +19,7 @@ if 'TIKTOKEN_CACHE_DIR' not in os.environ and CACHE.is_dir():
     os.environ['TIKTOKEN_CACHE_DIR'] = str(CACHE)
 sys.path.insert(0, str(HERE))
 import prepare  # noqa: E402
+from finetune_data import EOT, alpaca_prompt, example_batch  # noqa: E402
 
 SHAKESPEARE = HERE.parent / 'shared' / 'data' / 'tinyshakespeare' / 'input.txt'
 # non-ASCII, Windows line endings, indented lines, an empty line at the end
@@ -140,8 +141,9 @@ def test_folder_round_trip(tmp_path, enc, tokenizer):
 def test_folder_split_is_seeded_and_stable(tmp_path):
     make_folder(tmp_path / 'a')
     shutil.copytree(tmp_path / 'a', tmp_path / 'elsewhere' / 'b')
-    val = lambda src, seed: [os.path.relpath(p, src) for p, _, _ in prepare.split_docs(
-        {**prepare.DEFAULTS, 'input': str(src), 'seed': seed, 'val_frac': 0.3})['val']]
+    def val(src, seed):
+        return [os.path.relpath(p, src) for p, _, _ in prepare.split_docs(
+            {**prepare.DEFAULTS, 'input': str(src), 'seed': seed, 'val_frac': 0.3})['val']]
     assert val(tmp_path / 'a', 1337) == val(tmp_path / 'elsewhere' / 'b', 1337)  # path-independent
     assert val(tmp_path / 'a', 1337) == val(tmp_path / 'a', 1337)
     assert len(val(tmp_path / 'a', 1337)) == 4
@@ -196,15 +198,6 @@ ALPACA_RECORDS = [
      'output': '日本語のテキスト\n  indented, and a literal <|endoftext|> in the text'},
 ] + [{'instruction': f'Count to {i}.', 'input': '' if i % 2 else f'from {i}', 'output': ' '.join(map(str, range(i)))}
      for i in range(1, 18)]
-HELLASWAG_RECORDS = [
-    {'ctx': 'A man is sitting on a roof. He', 'endings': ['is using wrap to wrap a pair of skis.', 'is ripping level tiles off.',
-     "is holding a rubik's cube.", 'starts pulling up roofing on a roof.'], 'label': 3, 'ind': 4},
-    {'ctx': 'Ünïcode context, then', 'endings': ['日本語', 'naïve café', '', '  two spaces'], 'label': 0},
-    {'ctx': '', 'endings': ['a', 'b', 'c', 'd'], 'label': 2},
-]
-HELLASWAG = ''.join(json.dumps(r) + '\n' for r in HELLASWAG_RECORDS)
-
-
 def given(path, data):  # an --input argument for a file with this content
     return f'--input={write(path, data)}'
 
@@ -218,9 +211,9 @@ BAD = {
                     "is empty"),
     'vocab too big': (lambda t: ['mine', '--tokenizer=char', f'--input={write(t / "big.txt", "".join(chr(c) for c in range(0x100, 0x100 + 70_000) if not 0xD800 <= c < 0xE000))}'],
                       "more than the 65,536 ids uint16 can hold: pass --tokenizer=gpt2"),
-    'unknown key': (lambda t: ['shakespeare', '--max_shard=3'], "unknown option --max_shard; did you mean --max_shards?"),
+    'unknown key': (lambda t: ['shakespeare', '--max_shard=3'], "unknown setting 'max_shard'; did you mean 'max_shards'?"),
     'unknown dataset': (lambda t: ['shakespear'], "unknown dataset 'shakespear': did you mean shakespeare?"),
-    'bad value': (lambda t: ['stdlib', '--seed=abc'], "--seed takes a int"),
+    'bad value': (lambda t: ['stdlib', '--seed=abc'], "seed must be int (like 1337), got 'abc'"),
     'bad tokenizer': (lambda t: ['stdlib', '--tokenizer=bpe'], "--tokenizer is gpt2 or char"),
     'no shards': (lambda t: ['fineweb_edu', f'--input={t}'], "no .parquet or .jsonl shards in"),
     'examples need bpe': (lambda t: ['sms_spam', '--tokenizer=char'], "sms_spam is GPT-2 BPE only: drop --tokenizer"),
@@ -238,15 +231,6 @@ BAD = {
                           "record 2 is not an object with string instruction, input and output"),
     'alpaca null input': (lambda t: ['alpaca', given(t / "a.json", json.dumps([{**ALPACA_RECORDS[0], "input": None}]))],
                           "record 0 is not"),
-    'empty hellaswag': (lambda t: ['hellaswag', given(t / "h.jsonl", "")], "is empty"),
-    **{f'hellaswag {k}': (lambda t, r=r: ['hellaswag', given(t / "h.jsonl", HELLASWAG + r + '\n')],
-                          "line 4 is not a record with ctx, 4 endings and a label 0-3")
-       for k, r in {'3 endings': '{"ctx": "a", "endings": ["b", "c", "d"], "label": 0}',
-                    'label 4': '{"ctx": "a", "endings": ["b", "c", "d", "e"], "label": 4}',
-                    'label "1"': '{"ctx": "a", "endings": ["b", "c", "d", "e"], "label": "1"}',
-                    'no ctx': '{"endings": ["b", "c", "d", "e"], "label": 1}',
-                    'endings a string': '{"ctx": "a", "endings": "bcde", "label": 1}',
-                    'not json': '{"ctx": "a",'}.items()},
 }
 
 
@@ -419,19 +403,19 @@ def test_sms_spam_download_is_unzipped(tmp_path, monkeypatch, enc):
 
 def test_alpaca_prompt_template():
     head = "Below is an instruction that describes a task. Write a response that appropriately completes the request."
-    assert prepare.alpaca_prompt('Add 1 and 2.') == head + "\n\n### Instruction:\nAdd 1 and 2.\n\n### Response:\n"
-    assert prepare.alpaca_prompt('Add.', '1, 2') == head + "\n\n### Instruction:\nAdd.\n\n### Input:\n1, 2\n\n### Response:\n"
+    assert alpaca_prompt('Add 1 and 2.') == head + "\n\n### Instruction:\nAdd 1 and 2.\n\n### Response:\n"
+    assert alpaca_prompt('Add.', '1, 2') == head + "\n\n### Instruction:\nAdd.\n\n### Input:\n1, 2\n\n### Response:\n"
 
 
 def check_alpaca(enc, d, records, sizes):
     def want(r):  # the decoded prompt and response of record r
-        return prepare.alpaca_prompt(r['instruction'], r['input']), r['output'] + '<|endoftext|>'
+        return alpaca_prompt(r['instruction'], r['input']), r['output'] + '<|endoftext|>'
     rows = []
     for split in ('train', 'val', 'test'):
         segs, z = load_segments(d / f'{split}.npz')
         assert z['prompt_lens'].dtype == np.int64 and len(z['prompt_lens']) == len(segs) == sizes[split]
         for s, n in zip(segs, z['prompt_lens'].tolist()):
-            assert s[-1] == prepare.EOT and prepare.EOT not in s[:-1]  # a literal "<|endoftext|>" stays text
+            assert s[-1] == EOT and EOT not in s[:-1]  # a literal "<|endoftext|>" stays text
             rows.append((enc.decode(s[:n]), enc.decode(s[n:])))
         if split == 'test':  # the raw records, in the order of test.npz
             test = json.loads((d / 'test.json').read_text(encoding='utf-8'))
@@ -453,23 +437,23 @@ def test_example_batch_masks_exactly_the_response(tmp_path, enc):
     d = example_files(tmp_path, 'alpaca', src)[1]
     z = dict(np.load(d / 'train.npz'))
     ids = np.arange(len(z['prompt_lens']))
-    x, y = prepare.example_batch(z, ids, block_size=1024)
-    records = {prepare.alpaca_prompt(r['instruction'], r['input']): r['output'] for r in ALPACA_RECORDS}
+    x, y = example_batch(z, ids, block_size=1024)
+    records = {alpaca_prompt(r['instruction'], r['input']): r['output'] for r in ALPACA_RECORDS}
     for i in ids:
         row = z['tokens'][z['offsets'][i]:z['offsets'][i + 1]].tolist()
         n, p = len(row), z['prompt_lens'][i]
-        assert x[i, :n - 1].tolist() == row[:-1] and (x[i, n - 1:] == prepare.EOT).all()  # padded with EOT
+        assert x[i, :n - 1].tolist() == row[:-1] and (x[i, n - 1:] == EOT).all()  # padded with EOT
         # the loss falls on the response and its <|endoftext|>: nothing of the prompt, nothing of the padding
         assert (y[i, :p - 1] == -1).all() and (y[i, n - 1:] == -1).all()
         assert enc.decode(y[i][y[i] != -1].tolist()) == records[enc.decode(row[:p])] + '<|endoftext|>'
-    x, y = prepare.example_batch(z, ids[:3], block_size=8)  # cut to block_size + 1 tokens: 8 inputs
+    x, y = example_batch(z, ids[:3], block_size=8)  # cut to block_size + 1 tokens: 8 inputs
     assert x.shape == y.shape == (3, 8)
 
 
 def test_example_batch_classification(tmp_path):
     z = dict(tokens=np.array([5, 6, 7, 8, 9, 1], np.uint16), offsets=np.array([0, 3, 4, 6]),
              labels=np.array([1, 0, 1]))
-    x, labels = prepare.example_batch(z, np.array([2, 0, 1]), block_size=2)
+    x, labels = example_batch(z, np.array([2, 0, 1]), block_size=2)
     assert x.tolist() == [[9, 1], [5, 6], [8, -1]] and labels.tolist() == [1, 1, 0]
 
 
@@ -479,20 +463,7 @@ def test_alpaca_shared_file(tmp_path, enc):
     check_alpaca(enc, example_files(tmp_path, 'alpaca', ALPACA)[1], records, {'train': 935, 'val': 55, 'test': 110})
 
 
-def test_hellaswag_layout(tmp_path, enc):
-    src = write(tmp_path / 'val.jsonl', HELLASWAG + '\n')  # a blank line is no record
-    files, d = example_files(tmp_path, 'hellaswag', src)
-    assert sorted(files) == ['val.npz']
-    segs, z = load_segments(d / 'val.npz')
-    assert sorted(z) == ['labels', 'offsets', 'tokens']
-    assert z['labels'].dtype == np.int64 and z['labels'].tolist() == [3, 0, 2]
-    assert segs == [ids for r in HELLASWAG_RECORDS for ids in
-                    [enc.encode(r['ctx'])] + [enc.encode(' ' + e) for e in r['endings']]]
-    assert enc.decode(segs[1]) == ' is using wrap to wrap a pair of skis.'
-
-
-@pytest.mark.parametrize('dataset,what', [('sms_spam', 'SMSSpamCollection'), ('alpaca', 'instruction-data.json'),
-                                          ('hellaswag', 'hellaswag_val.jsonl')])
+@pytest.mark.parametrize('dataset,what', [('sms_spam', 'SMSSpamCollection'), ('alpaca', 'instruction-data.json')])
 def test_example_download_failure_says_how_to_pass_input(tmp_path, monkeypatch, dataset, what):
     monkeypatch.setattr(prepare, f'{dataset.upper()}_URL', 'http://127.0.0.1:9/x')  # nothing listens
     with pytest.raises(SystemExit, match=rf'^prepare.py: cannot download http://127.0.0.1:9/x \(ConnectionError\): '

@@ -174,7 +174,7 @@ def test_sigterm_saves_a_loadable_checkpoint(tmp):
     assert {'model', 'optimizer', 'scaler', 'model_args', 'iter_num', 'best_val_loss', 'config', 'rng'} <= set(c)
     assert c['iter_num'] >= 3 and c['config']['dataset'] == 'tiny' and c['model_args']['n_embd'] == 32
     assert not any(k.startswith(('_orig_mod.', 'module.')) for k in c['model'])
-    assert {'torch', 'numpy', 'python'} <= set(c['rng'][0])
+    assert set(c['rng'][0]) == {'torch'}  # what draws at random on a CPU: dropout (batches are seeded apart)
     n = c['iter_num']
     train(tmp, 'out', '--init_from=resume', f'--max_iters={n + 2}')
     assert ckpt(tmp, 'out')['iter_num'] == n + 2

@@ -5,21 +5,17 @@ $ python train.py --batch_size=8                         # one process: cuda, el
 $ python train.py config/train_shakespeare_char.py       # a config file of globals, then --key=value
 $ torchrun --standalone --nproc_per_node=8 train.py config/train_gpt2.py   # DDP on 8 GPUs
 $ python train.py config/train_gpt2.py --init_from=resume  # continue exactly where it stopped
+$ python train.py --help                                 # every setting, its default and what it does
 
-The module-level globals below are the whole configuration (nanoGPT's names). gpt2.configure
-overrides them from a python config file and then --key=value flags, type-checked.
-The batches are a pure function of (seed, iteration): every iteration draws
-batch_size * gradient_accumulation_steps offsets once, and each rank and micro-step takes its own
-slice of that draw. So 2 processes see the rows 1 process sees, accumulation 4 x batch B sees the
-rows of 1 x batch 4B, and a resumed run sees the batches the uninterrupted run would have seen.
+The batches are a pure function of (seed, iteration) (get_batch), so 2 processes, 4 micro-steps of
+batch B and a resumed run all see the rows one uninterrupted process with batch 4B sees. Fine-tuning
+(task = classify | instruct) changes only the data, in one fenced block.
 """
 import contextlib
 import csv
 import math
 import os
-import pickle
 import platform
-import random
 import signal
 import sys
 import time
@@ -27,20 +23,18 @@ import time
 import numpy as np
 import torch
 
-import gpt2
-import prepare  # the .npz example format (numpy only)
-from gpt2 import GPT, GPTConfig
+import settings
+from gpt2 import GPT, PRESETS, GPTClassifier, GPTConfig
 
-# ----------------------------------------------------------------------------- configuration
+# ----------------------------------------------------------------------------- settings
 # I/O
 out_dir = 'out'  # checkpoint ckpt.pt and log.csv go here
 eval_interval = 2000  # evaluate train/val loss (and save a checkpoint) every this many iterations
 log_interval = 1  # print and log a training line every this many iterations
 eval_iters = 200  # batches per evaluation, shared out over all ranks
 eval_only = False  # evaluate once and exit (with init_from=resume or gpt2*)
-always_save_checkpoint = True  # False: at an evaluation, save only if val loss improved. The end of the
-# run and SIGINT/SIGTERM always save (that checkpoint is where init_from=resume continues), so ckpt.pt
-# is the last model: stop at the best iteration (max_iters) to keep that one
+always_save_checkpoint = True  # False: at an evaluation, save only if val loss improved. The end of the run
+#   and SIGINT/SIGTERM always save (that is where init_from=resume continues): ckpt.pt is the last model
 init_from = 'scratch'  # scratch | resume (out_dir/ckpt.pt) | gpt2, gpt2-medium, gpt2-large, gpt2-xl | a Hugging Face folder
 # wandb (imported only when wandb_log is True)
 wandb_log = False
@@ -71,60 +65,48 @@ warmup_iters = 100  # lr = learning_rate * (it + 1) / (warmup_iters + 1) for it 
 lr_decay_iters = 5000  # the cosine reaches min_lr here (usually = max_iters)
 min_lr = 1e-4  # floor; usually learning_rate / 10
 # system
-backend = ''  # DDP backend; '' picks nccl on cuda, gloo on cpu
-device = ''  # '' picks cuda, then mps, then cpu; or e.g. cuda:1, cpu
-dtype = ''  # float32 | bfloat16 | float16 (autocast). '' picks bfloat16 where the hardware does it
-# (cuda with bf16; CPUs with AVX512-BF16/AMX, where bench_train.py's 6x384 model ran 1.8-1.9x faster
-# with the same loss curve, and the 128-wide CPU recipes were faster too), float16 + GradScaler on other
-# cuda GPUs, float32 on mps (untested here) and on CPUs without bf16 instructions
+backend = 'auto'  # DDP backend: auto picks nccl on cuda, gloo on cpu
+device = 'auto'  # auto picks cuda, then mps, then cpu; or e.g. cuda:1, cpu
+dtype = 'auto'  # float32 | bfloat16 | float16 (autocast). auto: bfloat16 on cuda GPUs and CPUs that have it
+#   (AVX512-BF16/AMX, where bench_train.py's 6x384 model ran 1.8-1.9x faster with the same loss curve),
+#   float16 + GradScaler on other cuda GPUs, float32 on mps and on CPUs without bf16 instructions
 compile = None  # torch.compile the model; None picks True on cuda (not Windows), False elsewhere:
-# compiling costs minutes of start-up, and fails on some setups (Windows, mps)
+#   compiling costs minutes of start-up, and fails on some setups (Windows, mps)
 seed = 1337  # model init, dropout and the batch draws all follow from it
 peak_flops = 0.0  # FLOP/s that MFU is relative to; 0 looks the device up in PEAKS below
-# fine-tuning and evaluation (the .npz datasets of prepare.py sms_spam / alpaca / hellaswag)
+# fine-tuning and evaluation
 task = 'lm'  # lm: next tokens of train.bin | classify: labels of train.npz | instruct: responses of train.npz
 trainable_layers = -1  # >= 0: train only the last k blocks, the final LayerNorm and the head; -1: all
 lora_rank = 0  # > 0: freeze the model and train LoRA adapters of this rank on every projection instead
 lora_alpha = 16.0  # the adapters' update is scaled by lora_alpha / lora_rank
 lora_dropout = 0.0
-hellaswag_interval = 0  # > 0: HellaSwag accuracy at evaluations every this many iterations (eval_only too)
+hellaswag_interval = 0  # > 0: HellaSwag accuracy (hellaswag.py) at evaluations every this many iterations
 hellaswag_examples = 0  # score the first this many HellaSwag examples (0: all 10,042)
+hellaswag_input = ''  # hellaswag_val.jsonl; '' downloads it once to <data_dir>/hellaswag/
 # -----------------------------------------------------------------------------
-_defaults = {k: v for k, v in globals().items() if not k.startswith('_') and isinstance(v, (int, float, bool, str, type(None)))}
-_given = gpt2.configure(globals(), sys.argv[1:], 'train.py')  # the keys a config file or flag set
+_defaults = settings.plain(globals())
+_given = settings.configure(globals(), sys.argv[1:], __file__)  # the keys a config file or flag set
 
 
 def die(msg):
     raise SystemExit(f'train.py: {msg}')
 
 
-# Peak dense FLOP/s per device name (substring match), (bf16/fp16, fp32). For cuda fp32 runs the
-# tf32 tensor-core figure, since TF32 matmuls are on. CPU figures are per core, measured with
-# 2048x2048 matmuls on a Zen4 EPYC with AVX512-BF16 (MEASURED.md: 415 / 180 GFLOP/s on 2 cores);
-# other CPUs get these too, so treat CPU MFU as a rough figure or pass --peak_flops.
-PEAKS = {
-    'H200': (989e12, 494e12), 'H100': (989e12, 494e12), 'A100': (312e12, 156e12), 'A10G': (70e12, 35e12),
-    'L4': (121e12, 60e12), 'L40S': (362e12, 183e12), '4090': (165e12, 83e12), '3090': (71e12, 36e12),
-    'V100': (125e12, 15.7e12), 'T4': (65e12, 8.1e12), 'cpu': (207.5e9, 90e9),
-}
+def user_error(fn, *a, **kw):  # gpt2.py raises ValueError for what a user can fix
+    try:
+        return fn(*a, **kw)
+    except ValueError as e:
+        die(str(e))
 
-# ----------------------------------------------------------------------------- resume: config
+
+# ----------------------------------------------------------------------------- resume (1/2): the run's settings
 ckpt = None
 if init_from == 'resume':
-    ckpt_path = os.path.join(out_dir, 'ckpt.pt')
-    if not os.path.exists(ckpt_path):
-        die(f'no checkpoint at {ckpt_path} to resume from: train with --init_from=scratch first, or fix --out_dir')
-    try:  # plain values only: loads with weights_only=True, no code from the file runs
-        ckpt = torch.load(ckpt_path, map_location='cpu', weights_only=True)
-    except Exception as e:
-        die(f'{ckpt_path} is not a readable train.py checkpoint ({type(e).__name__}: {str(e).splitlines()[0][:120]})')
-    if not isinstance(ckpt, dict) or not {'model', 'model_args', 'config', 'iter_num'} <= set(ckpt):
-        die(f'{ckpt_path} is not a train.py checkpoint (no model_args/config): for Hugging Face weights use '
-            '--init_from=gpt2 (or a folder with config.json and model.safetensors)')
+    ckpt = user_error(settings.read_checkpoint, os.path.join(out_dir, 'ckpt.pt'))
     # The run continues with its own settings; what was given now (file or flags) wins over them.
     for k, v in ckpt['config'].items():
         if k in _defaults and k not in _given and k not in ('init_from', 'out_dir', 'eval_only'):
-            globals()[k] = v
+            globals()[k] = 'auto' if v == '' and _defaults[k] == 'auto' else v  # older checkpoints said ''
 config = {k: globals()[k] for k in _defaults}  # saved in every checkpoint: the exact settings of the run
 
 # ----------------------------------------------------------------------------- checks, processes, device
@@ -136,17 +118,20 @@ if max_iters < 0:
 for k in ('dropout', 'lora_dropout'):
     if not 0 <= globals()[k] < 1:
         die(f'{k} must be in [0, 1), got {globals()[k]}')
-if dtype not in ('', 'float32', 'bfloat16', 'float16'):
-    die(f"dtype must be float32, bfloat16, float16 or '' (automatic), got {dtype!r}")
+if dtype not in ('auto', 'float32', 'bfloat16', 'float16'):
+    die(f'dtype must be float32, bfloat16, float16 or auto, got {dtype!r}')
 if compile not in (None, True, False):
     die(f'compile must be True or False, got {compile!r}')
-if init_from not in ('scratch', 'resume') and init_from not in gpt2.PRESETS and not os.path.isdir(init_from):
-    die(f"unknown init_from {init_from!r}: use scratch, resume, {', '.join(gpt2.PRESETS)}, or a Hugging Face GPT-2 folder")
+if init_from not in ('scratch', 'resume') and init_from not in PRESETS and not os.path.isdir(init_from):
+    die(f"unknown init_from {init_from!r}: use scratch, resume, {', '.join(PRESETS)}, or a Hugging Face GPT-2 folder")
+if task not in ('lm', 'classify', 'instruct'):
+    die(f'unknown task {task!r}: use lm, classify or instruct')
+
 
 ddp = 'RANK' in os.environ  # started by torchrun
 rank, local_rank, world_size = (int(os.environ.get(k, d)) for k, d in (('RANK', 0), ('LOCAL_RANK', 0), ('WORLD_SIZE', 1)))
 master = rank == 0
-if not device:
+if device == 'auto':
     device = 'cuda' if torch.cuda.is_available() else 'mps' if torch.backends.mps.is_available() else 'cpu'
 device_type = device.split(':')[0]
 if ddp and device_type == 'cuda':
@@ -159,22 +144,18 @@ if gradient_accumulation_steps % world_size and not eval_only:  # evaluation tak
     die(f'gradient_accumulation_steps={gradient_accumulation_steps} is the total over all ranks and must be '
         f'a multiple of the {world_size} processes')
 micro_steps = gradient_accumulation_steps // world_size  # this rank's share
-if not dtype:
-    if device_type == 'cuda':
-        dtype = 'bfloat16' if torch.cuda.is_bf16_supported() else 'float16'
-    elif device_type == 'cpu':  # bf16 autocast only pays with native bf16 instructions (AVX512-BF16 or AMX)
-        dtype = 'bfloat16' if torch.ops.mkldnn._is_mkldnn_bf16_supported() else 'float32'
-    else:
-        dtype = 'float32'
+if dtype == 'auto':  # a CPU does bf16 natively with AVX512-BF16 or AMX; torch's check is private, so
+    #                 a torch without it gets float32: right everywhere, only slower
+    cpu_bf16 = getattr(torch.ops.mkldnn, '_is_mkldnn_bf16_supported', lambda: False)
+    dtype = {'cuda': 'bfloat16' if torch.cuda.is_bf16_supported() else 'float16',
+             'cpu': 'bfloat16' if cpu_bf16() else 'float32'}.get(device_type, 'float32')
 if compile is None:
     compile = device_type == 'cuda' and platform.system() != 'Windows'
 if ddp:
     import torch.distributed as dist
     from torch.nn.parallel import DistributedDataParallel as DDP
-    dist.init_process_group(backend=backend or ('nccl' if device_type == 'cuda' else 'gloo'))
+    dist.init_process_group(backend={'auto': 'nccl' if device_type == 'cuda' else 'gloo'}.get(backend, backend))
 torch.manual_seed(seed + rank)  # model init is then overwritten by rank 0's weights in DDP; dropout differs per rank
-random.seed(seed + rank)
-np.random.seed(seed + rank)
 torch.backends.cuda.matmul.allow_tf32 = True  # TF32 matmuls and convolutions on Ampere and later
 torch.backends.cudnn.allow_tf32 = True
 ptdtype = {'float32': torch.float32, 'bfloat16': torch.bfloat16, 'float16': torch.float16}[dtype]
@@ -186,64 +167,30 @@ if master:
           f'{tokens_per_iter:,} tokens per iteration ({gradient_accumulation_steps} x {batch_size} x {block_size})'
           + (', at most: examples are padded to the longest of their batch' if task != 'lm' else ''))
 
-# ----------------------------------------------------------------------------- data
-if task not in ('lm', 'classify', 'instruct'):
-    die(f'unknown task {task!r}: use lm, classify or instruct')
+# ----------------------------------------------------------------------------- data: token streams
 path = os.path.join(data_dir, dataset)
-ext = 'bin' if task == 'lm' else 'npz'  # token streams for lm, examples for the others
-for split in ('train', 'val'):
-    if not os.path.exists(os.path.join(path, f'{split}.{ext}')):
-        die(f'no data at {os.path.join(path, f"{split}.{ext}")}: run `python prepare.py {dataset}` first '
-            f'(or --data_dir=... where it is)' + ('' if task == 'lm' else f'; task={task} reads sms_spam or alpaca'))
+# Each kind of draw has its own random stream, seeded by (seed, stream, iteration): evaluation batches
+# are the same at every evaluation of a run, and drawing them never moves the training draws.
+STREAMS = {('train', False): 0, ('train', True): 2, ('val', True): 3, ('test', True): 6}
 vocab_size = 50257  # GPT-2 BPE, when prepare.py wrote no meta.pkl (the model pads it to 50304 itself)
-classes = None  # the class names of a classifier
 if task == 'lm':
+    for split in ('train', 'val'):
+        if not os.path.exists(os.path.join(path, f'{split}.bin')):
+            die(f'no data at {os.path.join(path, f"{split}.bin")}: run `python prepare.py {dataset}` first '
+                '(or --data_dir=... where it is)')
     data_len = {s: os.path.getsize(os.path.join(path, f'{s}.bin')) // 2 for s in ('train', 'val')}
     if os.path.exists(os.path.join(path, 'meta.pkl')):
-        with open(os.path.join(path, 'meta.pkl'), 'rb') as f:
-            vocab_size = pickle.load(f)['vocab_size']
+        vocab_size = user_error(settings.read_meta, os.path.join(path, 'meta.pkl'))['vocab_size']
     if min(data_len.values()) <= block_size:
         s = min(data_len, key=data_len.get)
         die(f'block_size={block_size} is larger than the data: {s}.bin has only {data_len[s]} tokens')
-else:  # every split whole in memory: these sets are small (MBs)
-    examples = {s: dict(np.load(os.path.join(path, f'{s}.npz'))) for s in ('train', 'val', 'test')
-                if os.path.exists(os.path.join(path, f'{s}.npz'))}
-    if ('labels' if task == 'classify' else 'prompt_lens') not in examples['train']:
-        die(f'{dataset} holds no {"labels" if task == "classify" else "prompts"}: task={task} needs '
-            f'`python prepare.py {"sms_spam" if task == "classify" else "alpaca"}` or the like')
-    if task == 'classify':
-        classes = examples['train']['classes'].tolist()
-    data_len = {s: len(z['offsets']) - 1 for s, z in examples.items()}  # examples per split
-    if task == 'instruct' and master:  # a response cut off entirely carries no loss at all
-        cut = sum(int((z['prompt_lens'] >= block_size).sum()) for z in examples.values())
-        if cut:
-            print(f'warning: {cut} examples have prompts of block_size={block_size} tokens or more: no response '
-                  'token of theirs is trained or evaluated (raise block_size)')
-if hellaswag_interval:
-    if task == 'classify':
-        die('HellaSwag scores a language model: a classifier has no LM head (set hellaswag_interval=0)')
-    if vocab_size != 50257:
-        die(f'HellaSwag is GPT-2 BPE text: a {vocab_size}-symbol model cannot read it (set hellaswag_interval=0)')
-    hs_path = os.path.join(data_dir, 'hellaswag', 'val.npz')
-    if not os.path.exists(hs_path):
-        die(f'no HellaSwag data at {hs_path}: run `python prepare.py hellaswag` (or --input=hellaswag_val.jsonl)')
-    hs = dict(np.load(hs_path))
 
 
 def get_batch(split, it, evaluation=False):
-    """This rank's rows of training iteration it as (x, y), shape (micro_steps * batch_size, block_size).
-    The offsets of all ranks' rows are drawn at once from a generator seeded by (seed, split, it), and
-    rank r takes the r-th slice. evaluation=True: batch_size rows of the it-th evaluation batch, which
-    is the same at every evaluation of the run, so successive val losses compare like for like."""
-    gen = np.random.default_rng([seed, {'train': 0, 'val': 1, 'test': 4}[split] + (2 if evaluation else 0), it])
-    if task != 'lm':  # examples: drawn like offsets in training, taken in order when evaluating
-        if evaluation:
-            ix = np.arange(it * batch_size, min((it + 1) * batch_size, data_len[split]))
-        else:
-            ix = gen.integers(0, data_len[split], size=batch_size * gradient_accumulation_steps)
-            ix = ix[rank * micro_steps * batch_size:(rank + 1) * micro_steps * batch_size]
-        x, y = (torch.from_numpy(a).to(device) for a in prepare.example_batch(examples[split], ix, block_size))
-        return x, y
+    """This rank's rows of training iteration it as (x, y), shape (micro_steps * batch_size, block_size);
+    evaluation=True: the batch_size rows of the it-th evaluation batch. All ranks' offsets are drawn at
+    once and rank r takes the r-th slice."""
+    gen = np.random.default_rng([seed, STREAMS[split, evaluation], it])
     if evaluation:
         ix = gen.integers(0, data_len[split] - block_size, size=batch_size)
     else:
@@ -260,32 +207,71 @@ def get_batch(split, it, evaluation=False):
     return x.contiguous().to(device), y.contiguous().to(device)
 
 
+n_eval = {'train': eval_iters, 'val': eval_iters}  # batches per evaluation
+
+
+# ----------------------------------------------------------------------------- data: fine-tuning examples
+# task = classify | instruct reads the .npz examples of prepare.py sms_spam / alpaca (finetune_data.py).
+# This block replaces get_batch and n_eval above: batches are padded to their longest example, and val
+# and test are evaluated whole, in order.
+classes = None  # the class names of a classifier
+if task != 'lm':
+    from finetune_data import example_batch, load_examples
+    examples = user_error(load_examples, path, task)
+    classes = examples['train']['classes'].tolist() if task == 'classify' else None
+    data_len = {s: len(z['offsets']) - 1 for s, z in examples.items()}  # examples per split
+    n_eval = {s: -(-n // batch_size) for s, n in data_len.items()}  # val and test whole ...
+    n_eval['train'] = min(n_eval['train'], eval_iters)  # ... train as before
+    if task == 'instruct' and master:  # a response cut off entirely carries no loss at all
+        cut = sum(int((z['prompt_lens'] >= block_size).sum()) for z in examples.values())
+        if cut:
+            print(f'warning: {cut} examples have prompts of block_size={block_size} tokens or more: no response '
+                  'token of theirs is trained or evaluated (raise block_size)')
+
+    def get_batch(split, it, evaluation=False):  # noqa: F811 (examples instead of token streams)
+        if evaluation:
+            ix = np.arange(it * batch_size, min((it + 1) * batch_size, data_len[split]))
+        else:
+            ix = np.random.default_rng([seed, STREAMS[split, False], it]).integers(
+                0, data_len[split], size=batch_size * gradient_accumulation_steps)
+            ix = ix[rank * micro_steps * batch_size:(rank + 1) * micro_steps * batch_size]
+        return tuple(torch.from_numpy(a).to(device) for a in example_batch(examples[split], ix, block_size))
+# -----------------------------------------------------------------------------
+
+if hellaswag_interval:
+    import hellaswag
+    if task == 'classify':
+        die('HellaSwag scores a language model: a classifier has no LM head (set hellaswag_interval=0)')
+    if vocab_size != 50257:
+        die(f'HellaSwag is GPT-2 BPE text: a {vocab_size}-symbol model cannot read it (set hellaswag_interval=0)')
+    hs = user_error(hellaswag.load, hellaswag_input or os.path.join(data_dir, 'hellaswag', hellaswag.FILE))
+
 # ----------------------------------------------------------------------------- model
-def user_error(fn, *a, **kw):
-    try:
-        return fn(*a, **kw)
-    except ValueError as e:
-        die(str(e))
-
-
+Model = GPTClassifier if task == 'classify' else GPT
+step_kwargs = dict(loss_only=True) if task == 'instruct' else {}  # instruct: the LM head on response tokens only
 iter_num, best_val_loss = 0, float('inf')
 if init_from == 'scratch':
     model_args = dict(block_size=block_size, vocab_size=vocab_size, n_layer=n_layer, n_head=n_head,
                       n_embd=n_embd, dropout=dropout, bias=bias, n_classes=len(classes or []))
-    model = GPT(GPTConfig(**model_args))
+    model = user_error(Model, GPTConfig(**model_args))
 elif init_from == 'resume':
     model_args = dict(ckpt['model_args'], dropout=dropout)  # the shape is the checkpoint's
-    if block_size > model_args['block_size']:
-        die(f"block_size={block_size} is larger than the checkpoint's {model_args['block_size']}")
-    model = GPT(GPTConfig(**model_args))
+    if block_size != model_args['block_size']:
+        die(f"block_size={block_size} is {'larger' if block_size > model_args['block_size'] else 'smaller'} than "
+            f"the checkpoint's {model_args['block_size']}: a run resumes with its own block_size")
+    if bool(model_args.get('n_classes')) != (task == 'classify'):
+        die(f'task={task} but the checkpoint in {out_dir} was trained with task={ckpt["config"].get("task", "lm")}')
+    model = Model(GPTConfig(**model_args))
 else:  # OpenAI's GPT-2 by name, or a Hugging Face folder
     if vocab_size != 50257:
         die(f'{dataset} has a {vocab_size}-symbol vocabulary (meta.pkl), but {init_from} reads GPT-2 BPE: '
             f'prepare a GPT-2 BPE dataset (e.g. `python prepare.py shakespeare`)')
-    model = user_error(GPT.from_pretrained, init_from, dropout=dropout, n_classes=len(classes or []))
+    model = user_error(Model.from_pretrained, init_from, dropout=dropout, n_classes=len(classes or []))
+    if block_size > model.config.block_size:
+        die(f'block_size={block_size} is larger than the model allows ({model.config.block_size})')
+    if block_size < model.config.block_size:
+        model.crop_block_size(block_size)  # e.g. fine-tune GPT-2 (1024) on shorter rows
     model_args = {k: getattr(model.config, k) for k in GPTConfig.__dataclass_fields__}
-if bool(model.config.n_classes) != (task == 'classify'):
-    die(f'task={task} but the checkpoint in {out_dir} was trained with task={ckpt["config"].get("task", "lm")}')
 if model.config.vocab_size != vocab_size:
     die(f"the model's vocabulary has {model.config.vocab_size} tokens but {dataset}'s has {vocab_size}: "
         f'use the dataset it was trained on (--dataset=...)')
@@ -295,32 +281,55 @@ if lora_rank > 0:  # before a resumed state is loaded: that state holds the adap
     model.add_lora(lora_rank, lora_alpha, lora_dropout)
 elif trainable_layers >= 0:
     model.freeze(trainable_layers)
-if init_from == 'resume':
-    sd = {k.removeprefix('_orig_mod.').removeprefix('module.'): v for k, v in ckpt['model'].items()}
-    user_error(model.load_state, sd)
-    iter_num, best_val_loss = ckpt['iter_num'], ckpt['best_val_loss']
-if block_size < model.config.block_size:
-    model.crop_block_size(block_size)  # e.g. fine-tune GPT-2 (1024) on shorter rows
-    model_args['block_size'] = block_size
-elif block_size > model.config.block_size:
-    die(f'block_size={block_size} is larger than the model allows ({model.config.block_size})')
 model.to(device)
 scaler = torch.amp.GradScaler(device_type, enabled=dtype == 'float16')  # fp16 only: bf16 needs no scaling
 optimizer = model.configure_optimizers(weight_decay, learning_rate, (beta1, beta2), device_type)
+
+# ----------------------------------------------------------------------------- resume (2/2): the run's state
+log_rows = []  # log.csv rows to keep
 if ckpt is not None:
+    user_error(model.load_state, {k.removeprefix('_orig_mod.').removeprefix('module.'): v
+                                  for k, v in ckpt['model'].items()})
     user_error(optimizer.load_state_dict, ckpt['optimizer'])
     if ckpt.get('scaler'):
         scaler.load_state_dict(ckpt['scaler'])
+    iter_num, best_val_loss = ckpt['iter_num'], ckpt['best_val_loss']
+    rngs = ckpt.get('rng') or []
+    if rank < len(rngs) and ckpt.get('world_size') == world_size:  # dropout continues exactly as it would have
+        torch.set_rng_state(rngs[rank]['torch'])
+        if device_type == 'cuda' and 'cuda' in rngs[rank]:
+            torch.cuda.set_rng_state(rngs[rank]['cuda'], device)
+    elif master:
+        print(f"warning: the checkpoint was written by {ckpt.get('world_size')} process(es), this run has "
+              f'{world_size}: dropout masks will differ from an uninterrupted run (the batches will not)')
+    for k in ('batch_size', 'gradient_accumulation_steps', 'seed', 'dataset'):
+        if master and ckpt['config'].get(k) != config[k]:
+            print(f"warning: {k}={config[k]!r} differs from the checkpoint's {ckpt['config'].get(k)!r}: "
+                  'the run will not see the batches the uninterrupted run would have')
+    if master and os.path.exists(os.path.join(out_dir, 'log.csv')):  # drop rows written after the checkpoint
+        with open(os.path.join(out_dir, 'log.csv'), newline='') as f:
+            log_rows = [r for r in csv.DictReader(f) if r.get('iter', '').isdigit() and (
+                int(r['iter']) < iter_num or r['kind'] == 'eval' and int(r['iter']) == iter_num)]
+    del ckpt
+
 raw_model = model  # plain keys in checkpoints, whatever wraps it
 if compile:
     model = torch.compile(model)
 if ddp:
     model = DDP(model, device_ids=[local_rank] if device_type == 'cuda' else None)
-peak = peak_flops or next((p for name, p in PEAKS.items()
-                           if name in (torch.cuda.get_device_name(device) if device_type == 'cuda' else device_type)),
-                          (0, 0))[dtype == 'float32']
-if device_type == 'cpu' and not peak_flops:
-    peak *= torch.get_num_threads()
+
+# Peak dense FLOP/s per device name (substring match): (bf16/fp16, fp32). For cuda fp32 runs the tf32
+# tensor-core figure, since TF32 matmuls are on. The CPU figures are per core, measured with 2048x2048
+# matmuls on a 2-core Zen4 EPYC with AVX512-BF16 (415 / 180 GFLOP/s); other CPUs differ, so treat CPU MFU
+# as a rough figure or pass --peak_flops.
+PEAKS = {
+    'H200': (989e12, 494e12), 'H100': (989e12, 494e12), 'A100': (312e12, 156e12), 'A10G': (70e12, 35e12),
+    'L4': (121e12, 60e12), 'L40S': (362e12, 183e12), '4090': (165e12, 83e12), '3090': (71e12, 36e12),
+    'V100': (125e12, 15.7e12), 'T4': (65e12, 8.1e12), 'cpu': (207.5e9, 90e9),
+}
+name = torch.cuda.get_device_name(device) if device_type == 'cuda' else device_type
+half, full = next((p for key, p in PEAKS.items() if key in name), (0.0, 0.0))
+peak = peak_flops or (full if dtype == 'float32' else half) * (torch.get_num_threads() if device_type == 'cpu' else 1)
 if task == 'instruct' or trainable_layers >= 0 or lora_rank > 0:
     peak = 0  # no MFU: frozen weights need no weight gradients, and instruct's LM head runs on a varying share
 
@@ -348,18 +357,16 @@ def all_sum(values):
 
 @torch.no_grad()
 def estimate_loss(splits=('train', 'val')):
-    """Mean loss over eval_iters fixed batches per split (examples: val and test whole, and a classifier's
-    accuracy as split_acc); rank r evaluates batches r, r + world_size, ..."""
+    """Mean loss over each split's evaluation batches (and a classifier's accuracy as split_acc);
+    rank r evaluates batches r, r + world_size, ..."""
     out = {}
     model.eval()
     for split in splits:
-        n = eval_iters if task == 'lm' else -(-data_len[split] // batch_size)
-        n = min(n, eval_iters) if split == 'train' else n
         total, count, correct = 0.0, 0, 0  # the mean over all loss terms: a short last batch weighs less
-        for k in range(rank, n, world_size):
+        for k in range(rank, n_eval[split], world_size):
             x, y = get_batch(split, k, evaluation=True)
             with autocast:
-                logits, loss = model(x, y, loss_only=task == 'instruct')
+                logits, loss = model(x, y, **step_kwargs)
             terms = (y != -1).sum().item()
             total, count = total + loss.item() * terms, count + terms
             if task == 'classify':
@@ -372,86 +379,35 @@ def estimate_loss(splits=('train', 'val')):
     return out
 
 
-@torch.no_grad()
-def hellaswag():
-    """HellaSwag accuracy: the ending with the lowest mean loss per token wins; ranks share the examples."""
-    n = min(hellaswag_examples or len(hs['labels']), len(hs['labels']))
-    tok, off = hs['tokens'], hs['offsets']
-    correct = 0
-    raw_model.eval()
-    for i in range(rank, n, world_size):
-        ctx, *endings = (tok[off[5 * i + j]:off[5 * i + j + 1]].tolist() for j in range(5))
-        with autocast:
-            correct += int(raw_model.ending_losses(ctx, endings).argmin()) == hs['labels'][i]
-    raw_model.train()
-    return all_sum([correct])[0] / n
-
-
-def rng_state():
-    s = dict(torch=torch.get_rng_state(), python=random.getstate(),
-             numpy=torch.from_numpy(np.random.get_state()[1].astype(np.int64)),
-             numpy_pos=int(np.random.get_state()[2]))
-    if device_type == 'cuda':
-        s['cuda'] = torch.cuda.get_rng_state(device)
-    return s
-
-
-def set_rng_state(s):
-    torch.set_rng_state(s['torch'])
-    random.setstate((s['python'][0], tuple(s['python'][1]), s['python'][2]))
-    np.random.set_state(('MT19937', s['numpy'].numpy().astype(np.uint32), s['numpy_pos']))
-    if device_type == 'cuda' and 'cuda' in s:
-        torch.cuda.set_rng_state(s['cuda'], device)
-
-
 def save_checkpoint():
     """Called on every rank (it gathers each rank's RNG state); rank 0 writes, atomically."""
-    rng = [rng_state()]
+    rng = dict(torch=torch.get_rng_state(), **({'cuda': torch.cuda.get_rng_state(device)} if device_type == 'cuda' else {}))
+    rngs = [rng]
     if ddp:
-        rng = [None] * world_size
-        dist.all_gather_object(rng, rng_state())
+        rngs = [None] * world_size
+        dist.all_gather_object(rngs, rng)
     if not master:
         return
     ck = dict(model=raw_model.state_dict(), optimizer=optimizer.state_dict(),
               scaler=scaler.state_dict() if scaler.is_enabled() else None, model_args=model_args,
-              iter_num=iter_num, best_val_loss=best_val_loss, config=config, rng=rng, world_size=world_size,
-              classes=classes,
-              device=device, dtype=dtype)
+              iter_num=iter_num, best_val_loss=best_val_loss, config=config, rng=rngs, world_size=world_size,
+              classes=classes, device=device, dtype=dtype)
     t = time.time()
-    gpt2.atomic_write(os.path.join(out_dir, 'ckpt.pt'), lambda p: torch.save(ck, p))
+    settings.atomic_write(os.path.join(out_dir, 'ckpt.pt'), lambda p: torch.save(ck, p))
     print(f'saved checkpoint at iteration {iter_num} to {out_dir}/ckpt.pt ({time.time() - t:.1f} s)')
 
-
-if ckpt is not None:
-    rngs = ckpt.get('rng') or []
-    if rank < len(rngs) and ckpt.get('world_size') == world_size:
-        set_rng_state(rngs[rank])  # dropout continues exactly as it would have
-    elif master:
-        print(f"warning: the checkpoint was written by {ckpt.get('world_size')} process(es), this run has "
-              f'{world_size}: dropout masks will differ from an uninterrupted run (the batches will not)')
-    for k in ('batch_size', 'gradient_accumulation_steps', 'block_size', 'seed', 'dataset'):
-        if master and ckpt['config'].get(k) != config[k]:
-            print(f"warning: {k}={config[k]!r} differs from the checkpoint's {ckpt['config'].get(k)!r}: "
-                  'the run will not see the batches the uninterrupted run would have')
-    del ckpt
 
 # ----------------------------------------------------------------------------- log
 LOG_FIELDS = ['kind', 'iter', 'loss', 'val_loss', 'lr', 'ms_per_iter', 'tokens_per_s', 'mfu', 'grad_norm', 'elapsed_s',
               'train_acc', 'val_acc', 'hellaswag']
 log_path = os.path.join(out_dir, 'log.csv')
 if master:
-    rows = []
-    if init_from == 'resume' and os.path.exists(log_path):  # drop rows written after the checkpoint (a kill)
-        with open(log_path, newline='') as f:
-            rows = [r for r in csv.DictReader(f) if r.get('iter', '').isdigit() and (
-                int(r['iter']) < iter_num or r['kind'] == 'eval' and int(r['iter']) == iter_num)]
-
     def write_rows(p):
         with open(p, 'w', newline='') as f:
             w = csv.DictWriter(f, LOG_FIELDS, extrasaction='ignore')
             w.writeheader()
-            w.writerows(rows)
-    gpt2.atomic_write(log_path, write_rows)
+            w.writerows(log_rows)
+    settings.atomic_write(log_path, write_rows)
     if wandb_log:
         import wandb
         wandb.init(project=wandb_project, name=wandb_run_name, config=config)
@@ -490,10 +446,16 @@ while True:
     lr = get_lr(iter_num)
     for group in optimizer.param_groups:
         group['lr'] = lr
-    if eval_only or (iter_num % eval_interval == 0 or iter_num == max_iters) and (iter_num != first_iter or init_from != 'resume'):
+    due = iter_num % eval_interval == 0 or iter_num == max_iters
+    logged = iter_num == first_iter and init_from == 'resume'  # the checkpoint's run evaluated here already
+    if eval_only or due and not logged:
         losses = estimate_loss()
         if hellaswag_interval and (eval_only or iter_num % hellaswag_interval == 0):
-            losses['hellaswag'] = hellaswag()
+            raw_model.eval()
+            with autocast:
+                right, n = all_sum(hellaswag.score(raw_model, hs, hellaswag_examples, rank, world_size))
+            raw_model.train()
+            losses['hellaswag'] = right / n
         if master:
             print(f"iter {iter_num}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}"
                   + (f", accuracy train {losses['train_acc']:.2%} val {losses['val_acc']:.2%}" if task == 'classify'
@@ -522,7 +484,7 @@ while True:
         sync = contextlib.nullcontext() if not ddp or micro == micro_steps - 1 else model.no_sync()
         with sync:
             with autocast:
-                _, loss = model(xb, yb, loss_only=task == 'instruct')  # the LM head only on response tokens
+                _, loss = model(xb, yb, **step_kwargs)
             loss = loss / micro_steps  # the mean over micro-steps; DDP averages over ranks
             scaler.scale(loss).backward()
         loss_sum += loss.detach()
@@ -549,7 +511,8 @@ while True:
 
     if it % log_interval == 0 or stops:
         dt, tok_s = timed / n_timed, timed_tokens / timed
-        mfu = raw_model.estimate_mfu(timed_tokens / n_timed / world_size, dt, peak) if peak else float('nan')  # per device
+        # MFU per device: FLOPs per token of this model, times this rank's tokens per second, over the peak
+        mfu = raw_model.flops_per_token() * tok_s / world_size / peak if peak else float('nan')
         if master:
             print(f'iter {it}: loss {loss_all:.4f}, lr {lr:.3e}, {dt * 1000:.1f} ms/iter, '
                   f'{tok_s:,.0f} tok/s' + ('' if math.isnan(mfu) else f', mfu {mfu * 100:.1f}%'))
@@ -568,5 +531,5 @@ if task == 'classify' and 'test' in examples and not stops:  # the held-out figu
     if master:
         print(f"test accuracy {test['test_acc']:.2%} ({data_len['test']} examples), test loss {test['test']:.4f}")
 if ddp:
-    dist.barrier()  # gloo: destroying the group without a barrier crashed about 1 exit in 4 (MEASURED.md)
+    dist.barrier()  # gloo: destroying the group without a barrier crashed about 1 exit in 4 (torch 2.13)
     dist.destroy_process_group()

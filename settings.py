@@ -1,0 +1,181 @@
+"""
+What every script here shares (train.py, sample.py, prepare.py, hellaswag.py, the benches): the one
+settings mechanism, atomic file writes, and reading a train.py checkpoint. torch is imported only there,
+since prepare.py uses this module without it.
+
+A script's settings are its module-level globals of plain values (int, float, bool, str, None), each
+with a comment that says what it does. configure() overrides them from python config files and then
+--key=value flags, type-checked, and --help prints them, read from the script's own source, so nothing
+is written twice:
+
+    # I/O                               <- a comment on a line of its own heads a section
+    out_dir = 'out'  # where ckpt.pt goes   <- a setting, its default and its comment
+    #   and more about out_dir          <- indented, right under a setting: its comment goes on
+"""
+import difflib
+import glob
+import io
+import os
+import tokenize
+
+PLAIN = (int, float, bool, str, type(None))
+
+
+def configure(g: dict, argv: list[str], source: str) -> set[str]:
+    """Override the settings g (a script's globals(), or a dict of them) from argv: python config files
+    (positional) first, then --key=value. source is the script's file: its name goes in front of every
+    error, and --help reads the comments from it. Returns the keys that were set, whatever their values."""
+    script = os.path.basename(source)
+    keys = list(plain(g))
+    if any(a in ('-h', '--help') for a in argv):
+        print(help_text(source, {k: g[k] for k in keys}))
+        raise SystemExit(0)
+    given = set()
+    for arg in argv:
+        if arg.startswith('--'):
+            key, sep, text = arg[2:].partition('=')
+            if not sep:
+                raise SystemExit(f'{script}: {arg} needs a value: --{key}=VALUE (--help lists the settings)')
+            value = parse(text)
+            if isinstance(g.get(key), str) and not isinstance(value, str):
+                value = text  # a string setting takes the text as it is: --start=42, --input=2024.txt
+            pairs = [(key, value)]
+        else:
+            if not os.path.isfile(arg):
+                raise SystemExit(f'{script}: config file {arg} not found (flags look like --key=value)')
+            cfg = {}
+            try:
+                exec(compile(open(arg).read(), arg, 'exec'), {}, cfg)
+            except Exception as e:
+                raise SystemExit(f'{script}: config file {arg} does not run: {type(e).__name__}: {e}') from None
+            pairs = [(k, v) for k, v in cfg.items() if not k.startswith('_') and isinstance(v, PLAIN)]
+        for key, value in pairs:
+            if key not in keys:
+                close = difflib.get_close_matches(key, keys, n=1)
+                raise SystemExit(f'{script}: unknown setting {key!r}' + (f'; did you mean {close[0]!r}?' if close
+                                                                          else ' (--help lists the settings)'))
+            old = g[key]
+            if old is not None and value is not None and type(value) is not type(old):
+                if isinstance(old, float) and type(value) is int:
+                    value = float(value)
+                else:
+                    raise SystemExit(f'{script}: {key} must be {type(old).__name__} (like {old!r}), got {value!r}')
+            g[key] = value
+            given.add(key)
+    return given
+
+
+def plain(g: dict) -> dict:
+    """The settings among g: lowercase names (not _private, not CONSTANTS) of plain values."""
+    return {k: v for k, v in g.items() if k.islower() and not k.startswith('_') and isinstance(v, PLAIN)}
+
+
+def parse(text: str):
+    """A flag's value: a python literal (3, 1e-3, None, 'a'), true/false, else the bare word as a string."""
+    import ast
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return {'true': True, 'false': False}.get(text.lower(), text)
+
+
+def help_text(source: str, defaults: dict) -> str:
+    """Every setting with its default and its comment, in the order and sections of the source."""
+    with open(source, encoding='utf-8') as f:
+        lines = f.read().split('\n')
+    toks = list(tokenize.generate_tokens(io.StringIO('\n'.join(lines)).readline))
+    rows, seen = {}, set()  # line -> [setting or None, comment]
+    for i, t in enumerate(toks):
+        first = i == 0 or toks[i - 1].type in (tokenize.NL, tokenize.NEWLINE, tokenize.INDENT, tokenize.DEDENT)
+        if first and t.type == tokenize.NAME and t.string in defaults and t.string not in seen \
+                and toks[i + 1].string == '=':
+            seen.add(t.string)  # the first assignment is the setting
+            rows[t.start[0]] = [t.string, '']
+        elif t.type == tokenize.COMMENT and (first or t.start[0] in rows):
+            rows.setdefault(t.start[0], [None, ''])[1] = t.string.lstrip('#').strip()
+    flags = {k: f'--{k}={v!r}' for k, v in defaults.items()}
+    width = max(map(len, flags.values()), default=0) + 2
+    settings = [r for r in rows if rows[r][0]] or [0]
+    import ast
+    doc = (ast.get_docstring(ast.parse('\n'.join(lines))) or '').strip()
+    out = [doc, '', 'Settings and their defaults; python config files (positional) and then --key=value '
+           'override them:'] if doc else ['Settings and their defaults:']
+    under = False  # the row above was a setting or the comment that goes on under it
+    for r in sorted(rows):
+        key, text = rows[r]
+        if key:
+            out.append(f'  {flags[key]:<{width}}{text}'.rstrip())
+        elif under and lines[r - 1].lstrip().startswith('#  ') and r - 1 in rows:  # '#   ...' goes on
+            out.append(' ' * (width + 2) + text)
+        elif settings[0] - 1 <= r < settings[-1] and not text.startswith('-'):  # any other comment is a heading
+            out.append(text)
+        under = bool(key) or under and lines[r - 1].lstrip().startswith('#  ')
+    return '\n'.join(out)
+
+
+def atomic_write(path: str, write) -> None:
+    """write(tmp_path), flush it to disk, then rename it over path: a reader (or a crash, or a kill) sees
+    the old file or the whole new one, never half. A temporary file left by a killed earlier write
+    (its process gone) is removed first, so they never pile up."""
+    for old in glob.glob(glob.escape(path) + '.*.tmp'):
+        pid = old[len(path) + 1:-4]
+        if pid.isdigit() and not alive(int(pid)):
+            os.remove(old)
+    tmp = f'{path}.{os.getpid()}.tmp'
+    try:
+        write(tmp)
+        with open(tmp, 'rb+') as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # exists, but not ours to signal
+        return True
+    return True
+
+
+def read_checkpoint(path: str) -> dict:
+    """A train.py checkpoint, loaded with weights_only=True: plain values only, no code in it runs. A missing,
+    damaged or foreign file is a ValueError that says what to do."""
+    import torch
+    if not os.path.exists(path):
+        raise ValueError(f'no checkpoint at {path}: train one with train.py first, or fix --out_dir')
+    try:
+        ck = torch.load(path, map_location='cpu', weights_only=True)
+    except Exception as e:
+        raise ValueError(f'{path} is not a readable train.py checkpoint ({type(e).__name__}: '
+                         f'{(str(e) or "an empty file").splitlines()[0][:120]})') from None
+    if not isinstance(ck, dict) or not {'model', 'model_args', 'config', 'iter_num'} <= set(ck):
+        raise ValueError(f'{path} is not a train.py checkpoint (no model_args/config): for Hugging Face weights use '
+                         '--init_from=gpt2 or a folder with config.json and model.safetensors')
+    return ck
+
+
+def read_meta(path: str) -> dict:
+    """A character vocabulary, meta.pkl (vocab_size, stoi, itos), as prepare.py and nanoGPT write it. Only plain
+    data unpickles: a pickle that names any class or function (which could run code) is refused."""
+    import pickle
+
+    class PlainData(pickle.Unpickler):
+        def find_class(self, module, name):
+            raise pickle.UnpicklingError(f'it names {module}.{name}')
+    try:
+        with open(path, 'rb') as f:
+            m = PlainData(f).load()
+        n = m['vocab_size']
+        if not (type(n) is int and sorted(m['itos']) == list(range(n)) and all(0 <= i < n for i in m['stoi'].values())):
+            raise ValueError('its ids and vocab_size disagree')
+    except Exception as e:  # unpickling raises many kinds of error for a file that is not what it should be
+        raise ValueError(f'{path} is not a character vocabulary of vocab_size, stoi and itos ({type(e).__name__}: '
+                         f'{str(e)[:80]}): prepare the dataset again with prepare.py') from None
+    return m
