@@ -96,8 +96,7 @@ class GPT(nn.Module):
     def __init__(self, config: GPTConfig):
         super().__init__()
         self.config = config
-        # embedding rows padded to a multiple of 64 (50257 -> 50304) for faster matmuls; the extra ids are
-        # cut from the logits, so no loss, sample or export ever sees them
+        # rows padded to a multiple of 64 (50257 -> 50304) for faster matmuls; cut from the logits, never seen outside
         padded = -(-config.vocab_size // 64) * 64
         self.transformer = nn.ModuleDict(dict(
             wte=nn.Embedding(padded, config.n_embd),
@@ -108,16 +107,14 @@ class GPT(nn.Module):
         ))
         self.lm_head = nn.Linear(config.n_embd, padded, bias=False)
         self.lm_head.weight = self.transformer.wte.weight  # tied, as in GPT-2
-        self.apply(self._init_weights)
+        for m in self.modules():  # GPT-2's init: weights normal(0, 0.02), biases zero
+            if isinstance(m, (nn.Linear, nn.Embedding)):
+                nn.init.normal_(m.weight, mean=0.0, std=0.02)
+            if isinstance(m, nn.Linear) and m.bias is not None:
+                nn.init.zeros_(m.bias)
         for name, p in self.named_parameters():  # GPT-2 scales the residual projections by 1/sqrt(2*n_layer)
             if name.endswith('c_proj.weight'):
                 nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * config.n_layer))
-
-    def _init_weights(self, module):
-        if isinstance(module, (nn.Linear, nn.Embedding)):
-            nn.init.normal_(module.weight, mean=0.0, std=0.02)
-        if isinstance(module, nn.Linear) and module.bias is not None:
-            nn.init.zeros_(module.bias)
 
     def num_params(self, non_embedding=True) -> int:
         """Parameters, without the padding rows; without the position embeddings by default."""
@@ -128,8 +125,7 @@ class GPT(nn.Module):
         """Final-LayerNorm hidden states (B, T, n_embd) of tokens idx (B, T) at positions pos, pos+1, ..."""
         T = idx.size(1)
         if pos + T > self.config.block_size:
-            raise ValueError(f'sequence of {pos + T} tokens is longer than block_size={self.config.block_size}: '
-                             f'crop it to the last {self.config.block_size} tokens')
+            raise ValueError(f'sequence of {pos + T} tokens is longer than block_size={self.config.block_size}: crop it')
         x = self.transformer.wte(idx) + self.transformer.wpe(torch.arange(pos, pos + T, device=idx.device))
         x = self.transformer.drop(x)  # (B, T, n_embd)
         for i, block in enumerate(self.transformer.h):
@@ -181,8 +177,7 @@ class GPT(nn.Module):
     def generate(self, idx, max_new_tokens, temperature=1.0, top_k=None, top_p=None, stop_token=None, seed=None):
         """idx (B, T) followed by up to max_new_tokens sampled tokens; temperature=0 is greedy. See stream."""
         was_training = self.training
-        self.eval()
-        out = torch.cat([idx, *self.stream(idx, max_new_tokens, temperature, top_k, top_p, stop_token, seed)], dim=1)
+        out = torch.cat([idx, *self.eval().stream(idx, max_new_tokens, temperature, top_k, top_p, stop_token, seed)], 1)
         self.train(was_training)
         return out
 
@@ -195,12 +190,6 @@ class GPT(nn.Module):
                   dict(params=[p for p in params if p.dim() < 2], weight_decay=0.0)]
         fused = device_type in ('cuda', 'cpu')  # one kernel for all parameters; mps lacks it on older torch
         return torch.optim.AdamW(groups, lr=learning_rate, betas=betas, fused=fused)
-
-    def flops_per_token(self) -> float:
-        """Forward+backward FLOPs per token of a block_size row: 6 per weight plus attention (PaLM appendix B)."""
-        cfg = self.config
-        n = self.num_params() - (cfg.vocab_size * cfg.n_embd if cfg.n_classes else 0)  # a classifier has no LM head
-        return 6 * n + 12 * cfg.n_layer * cfg.n_embd * cfg.block_size
 
     def crop_block_size(self, block_size: int):
         """Shrink the context (e.g. to fine-tune GPT-2 on shorter sequences): keep the first position rows."""
@@ -216,8 +205,7 @@ class GPT(nn.Module):
     @staticmethod
     def from_checkpoint(ck: dict):
         """The model of a train.py checkpoint (a GPTClassifier if it has classes), its LoRA adapters merged."""
-        config = GPTConfig(**ck['model_args'])
-        model = (GPTClassifier if config.n_classes else GPT)(config)
+        model = (GPTClassifier if ck['model_args'].get('n_classes') else GPT)(GPTConfig(**ck['model_args']))
         if ck['config'].get('lora_rank'):
             model.add_lora(ck['config']['lora_rank'], ck['config']['lora_alpha'])
         model.load_state({k.removeprefix('_orig_mod.'): v for k, v in ck['model'].items()})
@@ -250,8 +238,7 @@ class GPT(nn.Module):
 
     @classmethod
     def from_pretrained(cls, name_or_dir: str, **overrides):
-        """OpenAI's GPT-2 by name (gpt2, gpt2-medium, gpt2-large, gpt2-xl) from the Hugging Face hub, or a
-        local folder in the Hugging Face GPT-2 layout. overrides: e.g. dropout=0.1."""
+        """OpenAI's GPT-2 by name (gpt2 ... gpt2-xl) from the Hugging Face hub, or a folder in its layout; overrides: e.g. dropout=0.1."""
         path = name_or_dir
         if not os.path.isdir(path):
             if name_or_dir not in PRESETS:
@@ -287,10 +274,9 @@ class GPT(nn.Module):
         """Write config.json and model.safetensors so transformers.GPT2LMHeadModel.from_pretrained(out_dir) loads it."""
         from safetensors.torch import save_file
         cfg = self.config
-        sd = {}
-        for name, m in self.named_modules():  # bias=False models get zero biases: the same function
-            if isinstance(m, (nn.Linear, nn.LayerNorm)) and m.bias is None and name != 'lm_head':
-                sd[name + '.bias'] = torch.zeros(m.weight.size(0))
+        # bias=False models get zero biases: the same function in a layout that always has them
+        sd = {name + '.bias': torch.zeros(m.weight.size(0)) for name, m in self.named_modules()
+              if isinstance(m, (nn.Linear, nn.LayerNorm)) and m.bias is None and name != 'lm_head'}
         for k, v in self.state_dict().items():
             if k != 'lm_head.weight' and not k.startswith('classifier.'):
                 v = v[:cfg.vocab_size] if k == 'transformer.wte.weight' else v
@@ -339,7 +325,7 @@ class GPT(nn.Module):
 
 
 def pick(logits, temperature=1.0, top_k=None, top_p=None, generator=None):
-    """Sample one id per row from logits (B, V): greedy at temperature 0, else from softmax(logits / temperature),
+    """One id per row of logits (B, V): greedy at temperature 0, else drawn from softmax(logits / temperature)
     kept to the top_k ids and/or the smallest set whose probability reaches top_p."""
     if temperature == 0:
         return logits.argmax(dim=-1, keepdim=True)
@@ -364,9 +350,8 @@ class GPTClassifier(GPT):
         nn.init.normal_(self.classifier.weight, mean=0.0, std=0.02)
 
     def forward(self, idx, targets=None):
-        """Class logits (B, n_classes) of rows idx (B, T) padded on the right with -1 (causal attention: padding
-        cannot change what precedes it), and with targets (B,) of class ids the mean cross-entropy."""
-        last = (idx >= 0).sum(1) - 1  # (B,) where each row ends
+        """Class logits (B, n_classes) of rows idx (B, T) padded on the right with -1, and the loss for class ids (B,)."""
+        last = (idx >= 0).sum(1) - 1  # (B,) where each row ends; causal attention: padding cannot change it
         h = self.hidden(idx.clamp(min=0))
         logits = self.classifier(h[torch.arange(idx.size(0), device=idx.device), last])
         return logits, None if targets is None else F.cross_entropy(logits, targets)
@@ -378,8 +363,8 @@ def projections(model):  # (module, name) of each attention and MLP projection: 
 
 
 class LoRALinear(nn.Linear):
-    """nn.Linear (same weight and bias, so the same names) plus a trainable low-rank update:
-    y = x W^T + b + alpha/rank * dropout(x) A^T B^T. B starts at zero, so training starts from the base model."""
+    """nn.Linear (the same weight and bias, so the same names) plus a trainable low-rank update:
+    y = x W^T + b + alpha/rank * dropout(x) A^T B^T. B starts at zero: training starts from the base model."""
 
     def __init__(self, base: nn.Linear, rank: int, alpha: float, dropout: float):
         nn.Module.__init__(self)
@@ -399,15 +384,13 @@ class LoRALinear(nn.Linear):
 
 def cpu_attention_pays(q, p: float) -> bool:
     """Whether training attention is faster as causal_attention than in SDPA: on the CPU with dropout (SDPA's
-    unfused fallback was 2-3x slower), or in bf16 up to 512 positions (flash was 2x slower; past 512 it won,
-    with no T x T memory). float32 without dropout keeps flash."""
+    fallback was 2-3x slower) or in bf16 up to 512 positions (flash was 2x slower; past 512 it won)."""
     return q.device.type == 'cpu' and (p > 0 or (q.dtype != torch.float32 and q.size(2) <= 512))
 
 
 def causal_attention(q, k, v, p: float):
-    """F.scaled_dot_product_attention(q, k, v, dropout_p=p, is_causal=True), written out. bf16 scores
-    are rounded before the softmax (flash keeps float32): a few times its error, yet the loss curve
-    follows float32's (bench_train.py)."""
+    """F.scaled_dot_product_attention(q, k, v, dropout_p=p, is_causal=True), written out. bf16 scores are rounded
+    before the softmax (flash keeps float32), yet the loss curve follows float32's (bench_train.py)."""
     B, H, T, D = q.shape
     future = torch.full((T, T), float('-inf'), dtype=q.dtype, device=q.device).triu(1)  # no look-ahead
     att = torch.baddbmm(future, q.reshape(B * H, T, D), k.reshape(B * H, T, D).transpose(1, 2), alpha=D ** -0.5)

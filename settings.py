@@ -65,6 +65,21 @@ def configure(g: dict, argv: list[str], source: str) -> set[str]:
     return given
 
 
+def check(g: dict, source: str, minimum: dict = {}, fraction: tuple = (), choices: dict = {}):
+    """Checks of values beyond their types, each a one-line error: minimum {key: least value}, fraction
+    (keys in [0, 1)), choices {key: the allowed values}."""
+    script = os.path.basename(source)
+    for k, low in minimum.items():
+        if g[k] < low:
+            raise SystemExit(f'{script}: {k} must be at least {low}, got {g[k]}')
+    for k in fraction:
+        if not 0 <= g[k] < 1:
+            raise SystemExit(f'{script}: {k} must be in [0, 1), got {g[k]}')
+    for k, allowed in choices.items():
+        if g[k] not in allowed:
+            raise SystemExit(f'{script}: {k} must be one of {", ".join(map(str, allowed))}; got {g[k]!r}')
+
+
 def plain(g: dict) -> dict:
     """The settings among g: lowercase names (not _private, not CONSTANTS) of plain values."""
     return {k: v for k, v in g.items() if k.islower() and not k.startswith('_') and isinstance(v, PLAIN)}

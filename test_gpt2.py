@@ -13,7 +13,6 @@ import torch.nn.functional as F
 
 import hellaswag
 from gpt2 import GPT, Dropout, GPTClassifier, GPTConfig, causal_attention, keep_mask, pick
-from settings import configure
 
 transformers = pytest.importorskip('transformers')
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -259,22 +258,6 @@ def test_init_and_optimizer_groups():
     assert len(decay['params']) + len(no_decay['params']) == len(list(model.parameters()))
     # 124M: OpenAI's count, less the 1024x768 position embeddings
     assert GPT(GPTConfig()).num_params() == 124_439_808 - 1024 * 768
-
-
-def test_configure_overrides_and_errors(tmp_path):
-    g = dict(batch_size=12, learning_rate=6e-4, compile=True, dataset='stdlib', top_k=None, os=os)
-    cfg = tmp_path / 'cfg.py'
-    cfg.write_text('import math\nbatch_size = 4 * 8\nlearning_rate = 1e-3\n')
-    configure(g, [str(cfg), '--learning_rate=3', '--compile=False', '--dataset=shakespeare', '--top_k=50'], 'x.py')
-    assert (g['batch_size'], g['learning_rate'], g['compile'], g['dataset'], g['top_k']) == (32, 3.0, False, 'shakespeare', 50)
-    for argv, msg in [(['--batch_sise=3'], "unknown setting 'batch_sise'; did you mean 'batch_size'"),
-                      (['--batch_size=big'], 'batch_size must be int'),
-                      (['--compile=1'], 'compile must be bool'),
-                      (['--os=1'], "unknown setting 'os'"),
-                      (['--batch_size'], 'needs a value'),
-                      (['nofile.py'], 'config file nofile.py not found')]:
-        with pytest.raises(SystemExit, match=msg):
-            configure(dict(g), argv, 'x.py')
 
 
 def run(*args, **env):

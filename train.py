@@ -7,9 +7,8 @@ $ torchrun --standalone --nproc_per_node=8 train.py config/train_gpt2.py   # DDP
 $ python train.py config/train_gpt2.py --init_from=resume  # continue exactly where it stopped
 $ python train.py --help                                 # every setting, its default and what it does
 
-The batches are a pure function of (seed, iteration) (get_batch), so 2 processes, 4 micro-steps of
-batch B and a resumed run all see the rows one uninterrupted process with batch 4B sees. Fine-tuning
-(task = classify | instruct) changes only the data, in one fenced block.
+Batches are a pure function of (seed, iteration), so 2 processes, 4 micro-steps of batch B and a resumed
+run all see the rows one uninterrupted process with batch 4B sees. Fine-tuning changes only the data.
 """
 import contextlib
 import csv
@@ -37,9 +36,9 @@ always_save_checkpoint = True  # False: at an evaluation, save only if val loss 
 #   and SIGINT/SIGTERM always save (that is where init_from=resume continues): ckpt.pt is the last model
 init_from = 'scratch'  # scratch | resume (out_dir/ckpt.pt) | gpt2, gpt2-medium, gpt2-large, gpt2-xl | a Hugging Face folder
 # wandb (imported only when wandb_log is True)
-wandb_log = False
-wandb_project = 'gpt2'
-wandb_run_name = 'run'
+wandb_log = False  # also send the log lines to Weights & Biases
+wandb_project = 'gpt2'  # its project ...
+wandb_run_name = 'run'  # ... and run name
 # data
 data_dir = 'data'  # datasets live in <data_dir>/<dataset>/, as prepare.py writes them
 dataset = 'stdlib'  # prepare.py's default corpus: Python's standard library, characters
@@ -47,17 +46,17 @@ gradient_accumulation_steps = 1  # micro-steps per iteration, in total over all 
 batch_size = 12  # rows per micro-step per rank
 block_size = 256  # tokens per row
 # model
-n_layer = 6
-n_head = 6
-n_embd = 384
+n_layer = 6  # transformer blocks
+n_head = 6  # attention heads per block (n_embd must be a multiple)
+n_embd = 384  # width of the embeddings and the residual stream
 dropout = 0.0  # 0 for pretraining; 0.1+ when fine-tuning or for small data
 bias = False  # biases in Linears and LayerNorms (GPT-2 has them; without is a little better and faster)
 # AdamW
 learning_rate = 1e-3  # peak learning rate
 max_iters = 5000  # total iterations (optimizer steps) of the run
 weight_decay = 1e-1  # on matrices and embeddings only
-beta1 = 0.9
-beta2 = 0.99
+beta1 = 0.9  # AdamW's decay of the gradient's running mean ...
+beta2 = 0.99  # ... and of its square (0.95 for GPT-2 sized runs)
 grad_clip = 1.0  # clip the gradient's global norm to this; 0 disables
 # learning rate schedule: linear warmup, then cosine down to min_lr
 decay_lr = True  # False: constant learning_rate
@@ -79,7 +78,7 @@ task = 'lm'  # lm: next tokens of train.bin | classify: labels of train.npz | in
 trainable_layers = -1  # >= 0: train only the last k blocks, the final LayerNorm and the head; -1: all
 lora_rank = 0  # > 0: freeze the model and train LoRA adapters of this rank on every projection instead
 lora_alpha = 16.0  # the adapters' update is scaled by lora_alpha / lora_rank
-lora_dropout = 0.0
+lora_dropout = 0.0  # dropout on the adapters' input
 hellaswag_interval = 0  # > 0: HellaSwag accuracy (hellaswag.py) at evaluations every this many iterations
 hellaswag_examples = 0  # score the first this many HellaSwag examples (0: all 10,042)
 hellaswag_input = ''  # hellaswag_val.jsonl; '' downloads it once to <data_dir>/hellaswag/
@@ -87,17 +86,14 @@ hellaswag_input = ''  # hellaswag_val.jsonl; '' downloads it once to <data_dir>/
 _defaults = settings.plain(globals())
 _given = settings.configure(globals(), sys.argv[1:], __file__)  # the keys a config file or flag set
 
-
 def die(msg):
     raise SystemExit(f'train.py: {msg}')
-
 
 def user_error(fn, *a, **kw):  # gpt2.py raises ValueError for what a user can fix
     try:
         return fn(*a, **kw)
     except ValueError as e:
         die(str(e))
-
 
 # ----------------------------------------------------------------------------- resume (1/2): the run's settings
 ckpt = None
@@ -110,23 +106,12 @@ if init_from == 'resume':
 config = {k: globals()[k] for k in _defaults}  # saved in every checkpoint: the exact settings of the run
 
 # ----------------------------------------------------------------------------- checks, processes, device
-for k in ('batch_size', 'block_size', 'gradient_accumulation_steps', 'eval_iters', 'eval_interval', 'log_interval'):
-    if globals()[k] <= 0:
-        die(f'{k} must be at least 1, got {globals()[k]}')
-if max_iters < 0:
-    die(f'max_iters must be >= 0, got {max_iters}')
-for k in ('dropout', 'lora_dropout'):
-    if not 0 <= globals()[k] < 1:
-        die(f'{k} must be in [0, 1), got {globals()[k]}')
-if dtype not in ('auto', 'float32', 'bfloat16', 'float16'):
-    die(f'dtype must be float32, bfloat16, float16 or auto, got {dtype!r}')
-if compile not in (None, True, False):
-    die(f'compile must be True or False, got {compile!r}')
-if init_from not in ('scratch', 'resume') and init_from not in PRESETS and not os.path.isdir(init_from):
+settings.check(globals(), __file__, minimum=dict(batch_size=1, block_size=1, gradient_accumulation_steps=1, eval_iters=1,
+               eval_interval=1, log_interval=1, max_iters=0), fraction=('dropout', 'lora_dropout'),
+               choices=dict(dtype=('auto', 'float32', 'bfloat16', 'float16'), compile=(None, True, False),
+                            task=('lm', 'classify', 'instruct')))
+if init_from not in ('scratch', 'resume', *PRESETS) and not os.path.isdir(init_from):
     die(f"unknown init_from {init_from!r}: use scratch, resume, {', '.join(PRESETS)}, or a Hugging Face GPT-2 folder")
-if task not in ('lm', 'classify', 'instruct'):
-    die(f'unknown task {task!r}: use lm, classify or instruct')
-
 
 ddp = 'RANK' in os.environ  # started by torchrun
 rank, local_rank, world_size = (int(os.environ.get(k, d)) for k, d in (('RANK', 0), ('LOCAL_RANK', 0), ('WORLD_SIZE', 1)))
@@ -144,11 +129,11 @@ if gradient_accumulation_steps % world_size and not eval_only:  # evaluation tak
     die(f'gradient_accumulation_steps={gradient_accumulation_steps} is the total over all ranks and must be '
         f'a multiple of the {world_size} processes')
 micro_steps = gradient_accumulation_steps // world_size  # this rank's share
-if dtype == 'auto':  # a CPU does bf16 natively with AVX512-BF16 or AMX; torch's check is private, so
-    #                 a torch without it gets float32: right everywhere, only slower
-    cpu_bf16 = getattr(torch.ops.mkldnn, '_is_mkldnn_bf16_supported', lambda: False)
-    dtype = {'cuda': 'bfloat16' if torch.cuda.is_bf16_supported() else 'float16',
-             'cpu': 'bfloat16' if cpu_bf16() else 'float32'}.get(device_type, 'float32')
+if dtype == 'auto' and device_type == 'cuda':
+    dtype = 'bfloat16' if torch.cuda.is_bf16_supported() else 'float16'
+elif dtype == 'auto':  # CPUs with AVX512-BF16 or AMX do bf16 natively; torch's check is private: without it, float32
+    cpu_bf16 = device_type == 'cpu' and getattr(torch.ops.mkldnn, '_is_mkldnn_bf16_supported', bool)()
+    dtype = 'bfloat16' if cpu_bf16 else 'float32'
 if compile is None:
     compile = device_type == 'cuda' and platform.system() != 'Windows'
 if ddp:
@@ -156,15 +141,13 @@ if ddp:
     from torch.nn.parallel import DistributedDataParallel as DDP
     dist.init_process_group(backend={'auto': 'nccl' if device_type == 'cuda' else 'gloo'}.get(backend, backend))
 torch.manual_seed(seed + rank)  # model init is then overwritten by rank 0's weights in DDP; dropout differs per rank
-torch.backends.cuda.matmul.allow_tf32 = True  # TF32 matmuls and convolutions on Ampere and later
-torch.backends.cudnn.allow_tf32 = True
-ptdtype = {'float32': torch.float32, 'bfloat16': torch.bfloat16, 'float16': torch.float16}[dtype]
-autocast = contextlib.nullcontext() if dtype == 'float32' else torch.autocast(device_type=device_type, dtype=ptdtype)
-tokens_per_iter = gradient_accumulation_steps * batch_size * block_size
+torch.backends.cuda.matmul.allow_tf32 = True  # TF32 matmuls on Ampere and later
+autocast = contextlib.nullcontext() if dtype == 'float32' else torch.autocast(device_type, getattr(torch, dtype))
 if master:
     os.makedirs(out_dir, exist_ok=True)
     print(f'{world_size} process(es) on {device} in {dtype}{" compiled" if compile else ""}; '
-          f'{tokens_per_iter:,} tokens per iteration ({gradient_accumulation_steps} x {batch_size} x {block_size})'
+          f'{gradient_accumulation_steps * batch_size * block_size:,} tokens per iteration '
+          f'({gradient_accumulation_steps} x {batch_size} x {block_size})'
           + (', at most: examples are padded to the longest of their batch' if task != 'lm' else ''))
 
 # ----------------------------------------------------------------------------- data: token streams
@@ -184,7 +167,6 @@ if task == 'lm':
     if min(data_len.values()) <= block_size:
         s = min(data_len, key=data_len.get)
         die(f'block_size={block_size} is larger than the data: {s}.bin has only {data_len[s]} tokens')
-
 
 def get_batch(split, it, evaluation=False):
     """This rank's rows of training iteration it as (x, y), shape (micro_steps * batch_size, block_size);
@@ -206,9 +188,7 @@ def get_batch(split, it, evaluation=False):
         return x.pin_memory().to(device, non_blocking=True), y.pin_memory().to(device, non_blocking=True)
     return x.contiguous().to(device), y.contiguous().to(device)
 
-
 n_eval = {'train': eval_iters, 'val': eval_iters}  # batches per evaluation
-
 
 # ----------------------------------------------------------------------------- data: fine-tuning examples
 # task = classify | instruct reads the .npz examples of prepare.py sms_spam / alpaca (finetune_data.py).
@@ -240,10 +220,9 @@ if task != 'lm':
 
 if hellaswag_interval:
     import hellaswag
-    if task == 'classify':
-        die('HellaSwag scores a language model: a classifier has no LM head (set hellaswag_interval=0)')
-    if vocab_size != 50257:
-        die(f'HellaSwag is GPT-2 BPE text: a {vocab_size}-symbol model cannot read it (set hellaswag_interval=0)')
+    if task == 'classify' or vocab_size != 50257:
+        die(f"HellaSwag is GPT-2 BPE text: {'a classifier' if task == 'classify' else f'a {vocab_size}-symbol model'} "
+            'cannot read it (set hellaswag_interval=0)')
     hs = user_error(hellaswag.load, hellaswag_input or os.path.join(data_dir, 'hellaswag', hellaswag.FILE))
 
 # ----------------------------------------------------------------------------- model
@@ -269,8 +248,7 @@ else:  # OpenAI's GPT-2 by name, or a Hugging Face folder
     model = user_error(Model.from_pretrained, init_from, dropout=dropout, n_classes=len(classes or []))
     if block_size > model.config.block_size:
         die(f'block_size={block_size} is larger than the model allows ({model.config.block_size})')
-    if block_size < model.config.block_size:
-        model.crop_block_size(block_size)  # e.g. fine-tune GPT-2 (1024) on shorter rows
+    model.crop_block_size(block_size)  # e.g. fine-tune GPT-2 (1024) on shorter rows
     model_args = {k: getattr(model.config, k) for k in GPTConfig.__dataclass_fields__}
 if model.config.vocab_size != vocab_size:
     die(f"the model's vocabulary has {model.config.vocab_size} tokens but {dataset}'s has {vocab_size}: "
@@ -288,8 +266,7 @@ optimizer = model.configure_optimizers(weight_decay, learning_rate, (beta1, beta
 # ----------------------------------------------------------------------------- resume (2/2): the run's state
 log_rows = []  # log.csv rows to keep
 if ckpt is not None:
-    user_error(model.load_state, {k.removeprefix('_orig_mod.').removeprefix('module.'): v
-                                  for k, v in ckpt['model'].items()})
+    user_error(model.load_state, {k.removeprefix('_orig_mod.').removeprefix('module.'): v for k, v in ckpt['model'].items()})
     user_error(optimizer.load_state_dict, ckpt['optimizer'])
     if ckpt.get('scaler'):
         scaler.load_state_dict(ckpt['scaler'])
@@ -318,10 +295,8 @@ if compile:
 if ddp:
     model = DDP(model, device_ids=[local_rank] if device_type == 'cuda' else None)
 
-# Peak dense FLOP/s per device name (substring match): (bf16/fp16, fp32). For cuda fp32 runs the tf32
-# tensor-core figure, since TF32 matmuls are on. The CPU figures are per core, measured with 2048x2048
-# matmuls on a 2-core Zen4 EPYC with AVX512-BF16 (415 / 180 GFLOP/s); other CPUs differ, so treat CPU MFU
-# as a rough figure or pass --peak_flops.
+# Peak dense FLOP/s per device name (substring match): (bf16/fp16, fp32; for cuda TF32, which is on). The CPU
+# figures are per core, from 2048x2048 matmuls on a 2-core Zen4 EPYC (415 / 180 GFLOP/s): rough elsewhere.
 PEAKS = {
     'H200': (989e12, 494e12), 'H100': (989e12, 494e12), 'A100': (312e12, 156e12), 'A10G': (70e12, 35e12),
     'L4': (121e12, 60e12), 'L40S': (362e12, 183e12), '4090': (165e12, 83e12), '3090': (71e12, 36e12),
@@ -330,13 +305,13 @@ PEAKS = {
 name = torch.cuda.get_device_name(device) if device_type == 'cuda' else device_type
 half, full = next((p for key, p in PEAKS.items() if key in name), (0.0, 0.0))
 peak = peak_flops or (full if dtype == 'float32' else half) * (torch.get_num_threads() if device_type == 'cpu' else 1)
+cfg = raw_model.config  # forward+backward FLOPs per token: 6 per weight plus attention (PaLM appendix B)
+flops_per_token = 6 * (raw_model.num_params() - (cfg.vocab_size * cfg.n_embd if cfg.n_classes else 0)) \
+    + 12 * cfg.n_layer * cfg.n_embd * cfg.block_size  # (a classifier has no LM head)
 if task == 'instruct' or trainable_layers >= 0 or lora_rank > 0:
     peak = 0  # no MFU: frozen weights need no weight gradients, and instruct's LM head runs on a varying share
 
-
-def get_lr(it):
-    """Linear warmup from learning_rate / (warmup_iters + 1) at it=0, cosine from learning_rate at
-    it=warmup_iters down to min_lr at lr_decay_iters, min_lr after."""
+def get_lr(it):  # linear warmup (above 0 at it=0), cosine from learning_rate down to min_lr at lr_decay_iters
     if not decay_lr:
         return learning_rate
     if it < warmup_iters:
@@ -346,21 +321,22 @@ def get_lr(it):
     ratio = (it - warmup_iters) / (lr_decay_iters - warmup_iters)
     return min_lr + 0.5 * (1.0 + math.cos(math.pi * ratio)) * (learning_rate - min_lr)
 
-
-def all_sum(values):
-    """Sum a list of floats over all ranks (identity with one process)."""
+def all_sum(values):  # a list of floats summed over all ranks (identity with one process)
     t = torch.tensor(values, dtype=torch.float64, device=device if device_type == 'cuda' else 'cpu')
     if ddp:
         dist.all_reduce(t)
     return t.tolist()
 
-
 @torch.no_grad()
-def estimate_loss(splits=('train', 'val')):
-    """Mean loss over each split's evaluation batches (and a classifier's accuracy as split_acc);
-    rank r evaluates batches r, r + world_size, ..."""
+def estimate_loss(splits=('train', 'val'), with_hellaswag=False):
+    """Mean loss over each split's evaluation batches (and a classifier's accuracy as split_acc, HellaSwag's
+    as hellaswag); rank r evaluates batches r, r + world_size, ..."""
     out = {}
     model.eval()
+    if with_hellaswag:
+        with autocast:
+            right, n = all_sum(hellaswag.score(raw_model, hs, hellaswag_examples, rank, world_size))
+        out['hellaswag'] = right / n
     for split in splits:
         total, count, correct = 0.0, 0, 0  # the mean over all loss terms: a short last batch weighs less
         for k in range(rank, n_eval[split], world_size):
@@ -378,13 +354,11 @@ def estimate_loss(splits=('train', 'val')):
     model.train()
     return out
 
-
 def save_checkpoint():
     """Called on every rank (it gathers each rank's RNG state); rank 0 writes, atomically."""
     rng = dict(torch=torch.get_rng_state(), **({'cuda': torch.cuda.get_rng_state(device)} if device_type == 'cuda' else {}))
-    rngs = [rng]
+    rngs = [rng] * world_size
     if ddp:
-        rngs = [None] * world_size
         dist.all_gather_object(rngs, rng)
     if not master:
         return
@@ -396,43 +370,40 @@ def save_checkpoint():
     settings.atomic_write(os.path.join(out_dir, 'ckpt.pt'), lambda p: torch.save(ck, p))
     print(f'saved checkpoint at iteration {iter_num} to {out_dir}/ckpt.pt ({time.time() - t:.1f} s)')
 
-
 # ----------------------------------------------------------------------------- log
 LOG_FIELDS = ['kind', 'iter', 'loss', 'val_loss', 'lr', 'ms_per_iter', 'tokens_per_s', 'mfu', 'grad_norm', 'elapsed_s',
               'train_acc', 'val_acc', 'hellaswag']
 log_path = os.path.join(out_dir, 'log.csv')
-if master:
-    def write_rows(p):
-        with open(p, 'w', newline='') as f:
-            w = csv.DictWriter(f, LOG_FIELDS, extrasaction='ignore')
+
+def write_log(p, rows, mode='a'):
+    with open(p, mode, newline='') as f:
+        w = csv.DictWriter(f, LOG_FIELDS, extrasaction='ignore')
+        if mode == 'w':
             w.writeheader()
-            w.writerows(log_rows)
-    settings.atomic_write(log_path, write_rows)
+        w.writerows(rows)
+
+if master:
+    settings.atomic_write(log_path, lambda p: write_log(p, log_rows, 'w'))  # the header, and a resumed run's rows
     if wandb_log:
         import wandb
         wandb.init(project=wandb_project, name=wandb_run_name, config=config)
 t_start = time.time()
 
-
 def log(**row):
     if not master:
         return
     row['elapsed_s'] = round(time.time() - t_start, 3)
-    with open(log_path, 'a', newline='') as f:
-        csv.DictWriter(f, LOG_FIELDS, extrasaction='ignore').writerow(row)
+    write_log(log_path, [row])
     if wandb_log:
         wandb.log({k: v for k, v in row.items() if v != '' and k != 'kind'}, step=row['iter'])
 
-
 # ----------------------------------------------------------------------------- signals
-stop_signal = None
+stop_signal = None  # SIGINT or SIGTERM: finish the current iteration, save, exit; a second signal kills
 
-
-def on_signal(signum, frame):  # finish the current iteration, save, exit; a second signal kills
+def on_signal(signum, frame):
     global stop_signal
     stop_signal = signal.Signals(signum).name
     signal.signal(signum, signal.SIG_DFL)
-
 
 signal.signal(signal.SIGINT, on_signal)
 signal.signal(signal.SIGTERM, on_signal)
@@ -449,13 +420,7 @@ while True:
     due = iter_num % eval_interval == 0 or iter_num == max_iters
     logged = iter_num == first_iter and init_from == 'resume'  # the checkpoint's run evaluated here already
     if eval_only or due and not logged:
-        losses = estimate_loss()
-        if hellaswag_interval and (eval_only or iter_num % hellaswag_interval == 0):
-            raw_model.eval()
-            with autocast:
-                right, n = all_sum(hellaswag.score(raw_model, hs, hellaswag_examples, rank, world_size))
-            raw_model.train()
-            losses['hellaswag'] = right / n
+        losses = estimate_loss(with_hellaswag=hellaswag_interval > 0 and (eval_only or iter_num % hellaswag_interval == 0))
         if master:
             print(f"iter {iter_num}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}"
                   + (f", accuracy train {losses['train_acc']:.2%} val {losses['val_acc']:.2%}" if task == 'classify'
@@ -511,8 +476,7 @@ while True:
 
     if it % log_interval == 0 or stops:
         dt, tok_s = timed / n_timed, timed_tokens / timed
-        # MFU per device: FLOPs per token of this model, times this rank's tokens per second, over the peak
-        mfu = raw_model.flops_per_token() * tok_s / world_size / peak if peak else float('nan')
+        mfu = flops_per_token * tok_s / world_size / peak if peak else float('nan')
         if master:
             print(f'iter {it}: loss {loss_all:.4f}, lr {lr:.3e}, {dt * 1000:.1f} ms/iter, '
                   f'{tok_s:,.0f} tok/s' + ('' if math.isnan(mfu) else f', mfu {mfu * 100:.1f}%'))

@@ -1,9 +1,9 @@
-# HellaSwag accuracy of OpenAI's GPT-2 124M (length-normalised, as build-nanogpt and llm.c: 0.2955),
-# with its val loss and perplexity on a prepared dataset. A GPT-2 BPE checkpoint of train.py instead:
-#   python train.py config/eval_hellaswag.py --init_from=resume --out_dir=DIR --block_size=ITS_BLOCK_SIZE
-#   python prepare.py hellaswag                # downloads hellaswag_val.jsonl, or --input=it
-#   python prepare.py shakespeare              # the dataset whose perplexity is printed
-#   python train.py config/eval_hellaswag.py   # --hellaswag_examples=500 for a quick look
+# HellaSwag now has its own script, which needs no language-model dataset:
+#   python hellaswag.py --init_from=gpt2                          # OpenAI's gpt2: build-nanogpt reports 0.2955
+#   python hellaswag.py --init_from=resume --out_dir=DIR          # a train.py checkpoint (GPT-2 BPE)
+#   python hellaswag.py --init_from=gpt2 --input=hellaswag_val.jsonl --examples=500   # offline, a quick look
+# This file keeps the older train.py recipe working: perplexity on a prepared dataset and HellaSwag in
+# one evaluation, python train.py config/eval_hellaswag.py (after python prepare.py shakespeare).
 init_from = 'gpt2'
 out_dir = 'out-eval-hellaswag'
 dataset = 'shakespeare'

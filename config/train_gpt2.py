@@ -7,7 +7,7 @@
 # small a batch is the usual reason a "reproduction" falls short. One small GPU (24 GB):
 #   python train.py config/train_gpt2.py --batch_size=8 --gradient_accumulation_steps=64   (still 0.5M tokens)
 # Not run on GPUs here yet: compare the val-loss curve in out-gpt2/log.csv with llm.c's published
-# GPT-2 124M FineWeb runs, and --hellaswag_interval=250 (after `python prepare.py hellaswag`) with 0.2955.
+# GPT-2 124M FineWeb runs, and --hellaswag_interval=250 (hellaswag.py downloads its data) with 0.2955.
 out_dir = 'out-gpt2'
 dataset = 'fineweb_edu'
 init_from = 'scratch'
