@@ -26,6 +26,7 @@ the rest), 85/5/10%, and test.json. (HellaSwag, for evaluation, is hellaswag.py'
 import codecs
 import collections
 import difflib
+import errno
 import glob
 import hashlib
 import io
@@ -198,6 +199,11 @@ def split_docs(cfg: dict) -> dict[str, list[tuple[str, int, int]]]:
     n_val = min(len(paths) - 1, max(1, round(len(paths) * cfg['val_frac']))) if cfg['val_frac'] else 0
     val = set(sorted(paths, key=lambda p: rank(os.path.relpath(p, src), cfg['seed']))[:n_val])
     docs = [(p, 0, n) for p, n in zip(paths, sizes)]
+    share = sum(n for p, _, n in docs if p in val) / sum(sizes)
+    if share > 2 * cfg['val_frac'] + 0.05:  # whole files go to val: a few big ones can make it far too large
+        print(f"prepare.py: warning: val holds {share:.0%} of the bytes (val_frac={cfg['val_frac']}), since whole "
+              f"files go to val: split the text into more files, or pass one file (split {1 - cfg['val_frac']:.0%}/"
+              f"{cfg['val_frac']:.0%} by position), or another --seed")
     return {'train': [d for d in docs if d[0] not in val], 'val': [d for d in docs if d[0] in val]}
 
 def prepare_text(cfg: dict, out: str) -> None:
@@ -492,6 +498,9 @@ def parse(argv: list[str]) -> tuple[str, dict]:
     if len(names) > 1:
         raise SystemExit(f"prepare.py: one dataset at a time, got {' '.join(names)}")
     name = names[0] if names else 'stdlib'
+    if os.path.basename(name) != name or name in ('.', '..'):
+        raise SystemExit(f"prepare.py: the dataset name {name!r} is a path: outputs go to <out_dir>/<name>, so give a "
+                         "plain name (and --out_dir for the folder, --input for the text)")
     cfg = dict(DEFAULTS)
     given = settings.configure(cfg, [a for a in argv if a.startswith('-')], __file__)
     cfg.update({k: v for k, v in DATASETS.get(name, (None, {}))[1].items() if k not in given})
@@ -511,12 +520,16 @@ def main(argv: list[str]) -> None:
     made = not os.path.isdir(out)
     try:
         DATASETS.get(name, (prepare_text,))[0](cfg, out)
-    except BaseException:  # leave no half-written output, except what a fineweb run resumes from
+    except BaseException as e:  # leave no half-written output, except what a fineweb run resumes from
         if not os.path.exists(os.path.join(out, 'progress.json')):
             for p in glob.glob(os.path.join(out, '*.tmp')):
                 os.remove(p)
             if made and os.path.isdir(out) and not os.listdir(out):
                 os.rmdir(out)
+        if isinstance(e, OSError) and (e.errno == errno.ENOSPC or 'requested and' in str(e)):  # numpy's tofile
+            free = shutil.disk_usage(cfg['out_dir'] if os.path.isdir(cfg['out_dir']) else '.').free / 2**20
+            raise SystemExit(f"prepare.py: the disk of {out} is full ({free:.0f} MB free): make room, or pass "
+                             "--out_dir=... on another disk; no output was kept") from None
         raise
 
 if __name__ == '__main__':

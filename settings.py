@@ -16,6 +16,7 @@ import difflib
 import glob
 import io
 import os
+import shutil
 import tokenize
 
 PLAIN = (int, float, bool, str, type(None))
@@ -157,6 +158,22 @@ def alive(pid: int) -> bool:
     except OSError:  # exists, but not ours to signal
         return True
     return True
+
+
+def write_checkpoint(path: str, ck: dict) -> None:
+    """Save a train.py checkpoint, whole or not at all. Weights that are not finite are never written over
+    the last good file, and a write that fails (a full disk, say) is a ValueError that says so."""
+    import torch
+    bad = [k for k, v in ck['model'].items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    if bad:
+        raise ValueError(f'weights are not finite ({bad[0]} and {len(bad) - 1} more): not saved, so {path} keeps '
+                         'the last good ones (try a lower learning_rate)')
+    try:
+        atomic_write(path, lambda p: torch.save(ck, p))
+    except Exception as e:  # torch.save on a full disk raises RuntimeError ('unexpected pos ...'), not OSError
+        free = shutil.disk_usage(os.path.dirname(os.path.abspath(path))).free / 2**20
+        raise ValueError(f'could not write {path} ({type(e).__name__}: {str(e)[:80]}) with {free:.0f} MB free on its '
+                         f'disk: make room{"; the previous checkpoint is kept" if os.path.exists(path) else ""}') from None
 
 
 def read_checkpoint(path: str) -> dict:

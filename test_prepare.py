@@ -204,6 +204,8 @@ def given(path, data):  # an --input argument for a file with this content
 
 BAD = {
     'missing': (lambda t: ['mine', f'--input={t}/nope.txt'], "no such file or folder"),
+    'name is a path': (lambda t: [str(t / 'elsewhere'), f'--input={write(t / "a.txt", "text")}'],
+                       "is a path: outputs go to <out_dir>/<name>, so give a plain name"),
     'empty file': (lambda t: ['mine', f'--input={write(t / "e.txt", b"")}'], "is empty"),
     'empty folder': (lambda t: ['mine', f'--input={write(t / "d" / "x.bin", b"1") and t / "d"}'],
                      "no text files (**/*.txt) in"),
@@ -484,3 +486,40 @@ def test_interrupted_example_run_leaves_nothing(tmp_path, monkeypatch, enc):  # 
     with pytest.raises(KeyboardInterrupt):
         prepare.main(['alpaca', f'--input={src}', f'--out_dir={tmp_path / "out"}'])
     assert files_under(tmp_path / 'out') == []
+
+
+def test_a_folder_split_far_from_val_frac_warns(tmp_path):
+    src = tmp_path / 'two'
+    write(src / 'a.txt', 'a small file\n' * 10)
+    write(src / 'b.txt', 'the big one\n' * 1000)
+    for seed in range(20):  # whichever file the seeded hash sends to val, the split is far from 90/10
+        rc, out, err = run('mine', f'--input={src}', '--tokenizer=char', f'--seed={seed}', f'--out_dir={tmp_path / "out"}',
+                           cwd=tmp_path)
+        assert rc == 0, err
+        warned = [line for line in out.splitlines() if 'warning: val holds' in line]
+        val = os.path.getsize(tmp_path / 'out' / 'mine' / 'val.bin') / (
+            os.path.getsize(tmp_path / 'out' / 'mine' / 'val.bin') + os.path.getsize(tmp_path / 'out' / 'mine' / 'train.bin'))
+        assert bool(warned) == (val > 0.25), (seed, val, out)
+        if val > 0.25:
+            break
+    else:
+        pytest.fail('no seed put the big file in val')
+    assert 'split the text into more files, or pass one file' in warned[0]
+    rc, out, _ = run('mine', f'--input={make_folder(tmp_path / "many") and tmp_path / "many"}', '--tokenizer=char',
+                     f'--out_dir={tmp_path / "out2"}', cwd=tmp_path)
+    assert rc == 0 and 'warning' not in out  # twelve files of similar size: no warning
+
+
+def test_a_full_disk_is_one_line_and_keeps_nothing(tmp_path):
+    small = tmp_path / 'small'
+    small.mkdir()
+    if subprocess.run(['mount', '-t', 'tmpfs', '-o', 'size=200k', 'tmpfs', str(small)], capture_output=True).returncode:
+        pytest.skip('cannot mount a small tmpfs here (not root?) to fill a disk')
+    try:
+        src = write(tmp_path / 'big.txt', 'To be, or not to be, that is the question.\n' * 20000)  # 880 KB of chars
+        rc, out, err = run('mine', f'--input={src}', '--tokenizer=char', f'--out_dir={small}', cwd=tmp_path)
+        assert rc == 1 and len(err.strip().splitlines()) == 1, err
+        assert err.startswith(f'prepare.py: the disk of {small / "mine"} is full (') and 'no output was kept' in err
+        assert files_under(small) == []
+    finally:
+        subprocess.run(['umount', str(small)])

@@ -99,8 +99,7 @@ def user_error(fn, *a, **kw):  # gpt2.py raises ValueError for what a user can f
 ckpt = None
 if init_from == 'resume':
     ckpt = user_error(settings.read_checkpoint, os.path.join(out_dir, 'ckpt.pt'))
-    # The run continues with its own settings; what was given now (file or flags) wins over them.
-    for k, v in ckpt['config'].items():
+    for k, v in ckpt['config'].items():  # the run goes on with its own settings; what was given now wins
         if k in _defaults and k not in _given and k not in ('init_from', 'out_dir', 'eval_only'):
             globals()[k] = 'auto' if v == '' and _defaults[k] == 'auto' else v  # older checkpoints said ''
 config = {k: globals()[k] for k in _defaults}  # saved in every checkpoint: the exact settings of the run
@@ -112,6 +111,10 @@ settings.check(globals(), __file__, minimum=dict(batch_size=1, block_size=1, gra
                             task=('lm', 'classify', 'instruct')))
 if init_from not in ('scratch', 'resume', *PRESETS) and not os.path.isdir(init_from):
     die(f"unknown init_from {init_from!r}: use scratch, resume, {', '.join(PRESETS)}, or a Hugging Face GPT-2 folder")
+if os.path.exists(out_dir) and not os.path.isdir(out_dir):
+    die(f'out_dir {out_dir} is a file: name a folder')
+if init_from != 'resume' and not eval_only and any(os.path.exists(os.path.join(out_dir, f)) for f in ('ckpt.pt', 'log.csv')):
+    die(f'{out_dir} holds another run: continue it with --init_from=resume, or start this one in a new --out_dir')
 
 ddp = 'RANK' in os.environ  # started by torchrun
 rank, local_rank, world_size = (int(os.environ.get(k, d)) for k, d in (('RANK', 0), ('LOCAL_RANK', 0), ('WORLD_SIZE', 1)))
@@ -125,17 +128,17 @@ if device_type == 'cuda':
     if not torch.cuda.is_available():
         die(f'device {device} asked for, but torch sees no CUDA GPU: use --device=cpu')
     torch.cuda.set_device(device)
-if gradient_accumulation_steps % world_size and not eval_only:  # evaluation takes no micro-steps
-    die(f'gradient_accumulation_steps={gradient_accumulation_steps} is the total over all ranks and must be '
-        f'a multiple of the {world_size} processes')
+if gradient_accumulation_steps % world_size and not eval_only:  # it is the total over all ranks
+    config['gradient_accumulation_steps'] = gradient_accumulation_steps = -(-gradient_accumulation_steps // world_size) * world_size
+    if master:
+        print(f'note: gradient_accumulation_steps rounded up to {gradient_accumulation_steps}, a multiple of the {world_size} processes')
 micro_steps = gradient_accumulation_steps // world_size  # this rank's share
 if dtype == 'auto' and device_type == 'cuda':
     dtype = 'bfloat16' if torch.cuda.is_bf16_supported() else 'float16'
 elif dtype == 'auto':  # CPUs with AVX512-BF16 or AMX do bf16 natively; torch's check is private: without it, float32
     cpu_bf16 = device_type == 'cpu' and getattr(torch.ops.mkldnn, '_is_mkldnn_bf16_supported', bool)()
     dtype = 'bfloat16' if cpu_bf16 else 'float32'
-if compile is None:
-    compile = device_type == 'cuda' and platform.system() != 'Windows'
+compile = device_type == 'cuda' and platform.system() != 'Windows' if compile is None else compile
 if ddp:
     import torch.distributed as dist
     from torch.nn.parallel import DistributedDataParallel as DDP
@@ -143,12 +146,6 @@ if ddp:
 torch.manual_seed(seed + rank)  # model init is then overwritten by rank 0's weights in DDP; dropout differs per rank
 torch.backends.cuda.matmul.allow_tf32 = True  # TF32 matmuls on Ampere and later
 autocast = contextlib.nullcontext() if dtype == 'float32' else torch.autocast(device_type, getattr(torch, dtype))
-if master:
-    os.makedirs(out_dir, exist_ok=True)
-    print(f'{world_size} process(es) on {device} in {dtype}{" compiled" if compile else ""}; '
-          f'{gradient_accumulation_steps * batch_size * block_size:,} tokens per iteration '
-          f'({gradient_accumulation_steps} x {batch_size} x {block_size})'
-          + (', at most: examples are padded to the longest of their batch' if task != 'lm' else ''))
 
 # ----------------------------------------------------------------------------- data: token streams
 path = os.path.join(data_dir, dataset)
@@ -169,14 +166,11 @@ if task == 'lm':
         die(f'block_size={block_size} is larger than the data: {s}.bin has only {data_len[s]} tokens')
 
 def get_batch(split, it, evaluation=False):
-    """This rank's rows of training iteration it as (x, y), shape (micro_steps * batch_size, block_size);
-    evaluation=True: the batch_size rows of the it-th evaluation batch. All ranks' offsets are drawn at
-    once and rank r takes the r-th slice."""
+    """This rank's rows of training iteration it as (x, y), shape (micro_steps * batch_size, block_size), or
+    with evaluation=True the batch_size rows of the it-th evaluation batch."""
     gen = np.random.default_rng([seed, STREAMS[split, evaluation], it])
-    if evaluation:
-        ix = gen.integers(0, data_len[split] - block_size, size=batch_size)
-    else:
-        ix = gen.integers(0, data_len[split] - block_size, size=batch_size * gradient_accumulation_steps)
+    ix = gen.integers(0, data_len[split] - block_size, size=batch_size * (1 if evaluation else gradient_accumulation_steps))
+    if not evaluation:  # all ranks' rows are drawn at once, and rank r takes the r-th slice
         ix = ix[rank * micro_steps * batch_size:(rank + 1) * micro_steps * batch_size]
     # A fresh memmap per batch: a long-lived one keeps every page it ever touched in this process's
     # resident set (nanoGPT #287), while opening one costs a few syscalls, nothing next to a step.
@@ -188,7 +182,8 @@ def get_batch(split, it, evaluation=False):
         return x.pin_memory().to(device, non_blocking=True), y.pin_memory().to(device, non_blocking=True)
     return x.contiguous().to(device), y.contiguous().to(device)
 
-n_eval = {'train': eval_iters, 'val': eval_iters}  # batches per evaluation
+# batches per evaluation: never more than the run trains on, so a short run on a laptop is not all evaluation
+n_eval = dict.fromkeys(('train', 'val'), eval_iters if eval_only else min(eval_iters, max_iters * gradient_accumulation_steps or 1))
 
 # ----------------------------------------------------------------------------- data: fine-tuning examples
 # task = classify | instruct reads the .npz examples of prepare.py sms_spam / alpaca (finetune_data.py).
@@ -202,11 +197,10 @@ if task != 'lm':
     data_len = {s: len(z['offsets']) - 1 for s, z in examples.items()}  # examples per split
     n_eval = {s: -(-n // batch_size) for s, n in data_len.items()}  # val and test whole ...
     n_eval['train'] = min(n_eval['train'], eval_iters)  # ... train as before
-    if task == 'instruct' and master:  # a response cut off entirely carries no loss at all
-        cut = sum(int((z['prompt_lens'] >= block_size).sum()) for z in examples.values())
-        if cut:
-            print(f'warning: {cut} examples have prompts of block_size={block_size} tokens or more: no response '
-                  'token of theirs is trained or evaluated (raise block_size)')
+    cut = sum(int((z['prompt_lens'] >= block_size).sum()) for z in examples.values()) if task == 'instruct' else 0
+    if cut and master:  # a response cut off entirely carries no loss at all
+        print(f'warning: {cut} examples have prompts of block_size={block_size} tokens or more: no response '
+              'token of theirs is trained or evaluated (raise block_size)')
 
     def get_batch(split, it, evaluation=False):  # noqa: F811 (examples instead of token streams)
         if evaluation:
@@ -235,9 +229,9 @@ if init_from == 'scratch':
     model = user_error(Model, GPTConfig(**model_args))
 elif init_from == 'resume':
     model_args = dict(ckpt['model_args'], dropout=dropout)  # the shape is the checkpoint's
-    if block_size != model_args['block_size']:
-        die(f"block_size={block_size} is {'larger' if block_size > model_args['block_size'] else 'smaller'} than "
-            f"the checkpoint's {model_args['block_size']}: a run resumes with its own block_size")
+    for k in ('block_size', 'n_layer', 'n_head', 'n_embd', 'bias'):
+        if k in _given and config[k] != model_args[k]:
+            die(f"{k}={config[k]} differs from the checkpoint's {model_args[k]}: a run resumes in its own shape (drop --{k})")
     if bool(model_args.get('n_classes')) != (task == 'classify'):
         die(f'task={task} but the checkpoint in {out_dir} was trained with task={ckpt["config"].get("task", "lm")}')
     model = Model(GPTConfig(**model_args))
@@ -367,7 +361,7 @@ def save_checkpoint():
               iter_num=iter_num, best_val_loss=best_val_loss, config=config, rng=rngs, world_size=world_size,
               classes=classes, device=device, dtype=dtype)
     t = time.time()
-    settings.atomic_write(os.path.join(out_dir, 'ckpt.pt'), lambda p: torch.save(ck, p))
+    user_error(settings.write_checkpoint, os.path.join(out_dir, 'ckpt.pt'), ck)
     print(f'saved checkpoint at iteration {iter_num} to {out_dir}/ckpt.pt ({time.time() - t:.1f} s)')
 
 # ----------------------------------------------------------------------------- log
@@ -382,15 +376,16 @@ def write_log(p, rows, mode='a'):
             w.writeheader()
         w.writerows(rows)
 
-if master:
+if master and not eval_only:
+    os.makedirs(out_dir, exist_ok=True)
     settings.atomic_write(log_path, lambda p: write_log(p, log_rows, 'w'))  # the header, and a resumed run's rows
     if wandb_log:
         import wandb
         wandb.init(project=wandb_project, name=wandb_run_name, config=config)
 t_start = time.time()
 
-def log(**row):
-    if not master:
+def log(**row):  # eval_only leaves the run's log as it is
+    if not master or eval_only:
         return
     row['elapsed_s'] = round(time.time() - t_start, 3)
     write_log(log_path, [row])
@@ -410,7 +405,9 @@ signal.signal(signal.SIGTERM, on_signal)
 
 # ----------------------------------------------------------------------------- training loop
 if master:
-    print(f'{raw_model.num_params() / 1e6:.2f}M parameters; vocabulary {vocab_size}; iteration {iter_num} of {max_iters}')
+    print(f'{raw_model.num_params() / 1e6:.2f}M parameters, vocabulary {vocab_size}; {world_size} process(es) on {device} in '
+          f'{dtype}{" compiled" if compile else ""}; {gradient_accumulation_steps} x {batch_size} x {block_size} tokens per '
+          f'iteration{" at most (examples are padded to their batch)" if task != "lm" else ""}; iteration {iter_num} of {max_iters}')
 first_iter, stops = iter_num, 0.0
 timed, n_timed, timed_tokens = 0.0, 0, 0.0
 while True:
@@ -497,3 +494,5 @@ if task == 'classify' and 'test' in examples and not stops:  # the held-out figu
 if ddp:
     dist.barrier()  # gloo: destroying the group without a barrier crashed about 1 exit in 4 (torch 2.13)
     dist.destroy_process_group()
+if stops:  # a run stopped by a signal did not finish: exit 128 + the signal's number, as schedulers expect
+    raise SystemExit(128 + signal.Signals[stop_signal or 'SIGTERM'])
