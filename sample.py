@@ -32,6 +32,7 @@ seed = 1337  # sample i uses seed + i, so every sample is reproducible alone
 device = 'auto'  # auto picks cuda, then mps, then cpu; or e.g. cpu, cuda:1
 dtype = 'auto'  # auto: bfloat16 on GPUs that have it, float16 on other GPUs, float32 on cpu; or name one
 compile = False  # torch.compile the forward pass (needs a working compiler; helps on GPUs)
+threads = 0  # CPU threads; 0: one for models under 30M parameters (more threads only cost them), else torch's default
 settings.configure(globals(), sys.argv[1:], __file__)
 
 
@@ -144,6 +145,8 @@ else:
     def wrap(text):
         return text
 model.eval().to(device, getattr(torch, dtype))  # weights in dtype: no per-step casts as under autocast
+if device == 'cpu' and (threads or model.num_params() < 30e6):
+    torch.set_num_threads(threads or 1)
 if compile:
     model.hidden = torch.compile(model.hidden, dynamic=True)
 print(f'{init_from if init_from != "resume" else out_dir}: {model.num_params() / 1e6:.1f}M parameters, '
@@ -151,16 +154,23 @@ print(f'{init_from if init_from != "resume" else out_dir}: {model.num_params() /
 
 # ----------------------------------------------------------------------------- sampling
 try:
-    if interactive:
+    if interactive:  # Ctrl-C stops a reply; at the prompt, Ctrl-C or Ctrl-D quits
         k = 0
         while True:
             try:
                 prompt = input('You: ')
-            except EOFError:
+            except (EOFError, KeyboardInterrupt):
+                print()
                 break
             print('GPT: ', end='', flush=True)
             try:
-                classify(prompt) if model.config.n_classes else sample(prompt_ids(prompt), k)
+                if model.config.n_classes:
+                    classify(prompt)
+                else:
+                    n, dt = sample(prompt_ids(prompt), k)
+                    print(f'({n} tokens, {n / dt:.1f} tokens/s)', file=sys.stderr)
+            except KeyboardInterrupt:
+                print('\n(stopped)')
             except ValueError as e:  # e.g. a character the model never saw: say so, ask again
                 print(f'({e})')
             k += 1
