@@ -26,8 +26,6 @@ ALPACA = os.path.join(SHARED, 'instruction_data', 'instruction-data.json')
 TINY = ['--n_layer=2', '--n_head=2', '--n_embd=32', '--batch_size=8', '--dtype=float32', '--compile=False',
         '--device=cpu', '--eval_iters=2', '--log_interval=1', '--warmup_iters=2', '--learning_rate=3e-3']
 ENV = dict(os.environ, OMP_NUM_THREADS='1')  # tiny models: threads only cost
-if 'TIKTOKEN_CACHE_DIR' in ENV:  # the subprocesses run in a temporary folder
-    ENV['TIKTOKEN_CACHE_DIR'] = os.path.abspath(ENV['TIKTOKEN_CACHE_DIR'])
 
 
 def py(tmp, script, *args, check=True):

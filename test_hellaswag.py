@@ -15,9 +15,6 @@ import torch
 import hellaswag
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-CACHE = os.path.join(HERE, '..', 'shared', 'data', 'tiktoken_cache')
-if 'TIKTOKEN_CACHE_DIR' not in os.environ and os.path.isdir(CACHE):
-    os.environ['TIKTOKEN_CACHE_DIR'] = os.path.abspath(CACHE)
 
 RECORDS = [  # unicode, an empty ending, an empty context, an extra key
     {'ctx': 'A man is sitting on a roof. He', 'endings': ['is using wrap to wrap a pair of skis.', 'is ripping level tiles off.',

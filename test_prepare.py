@@ -14,9 +14,6 @@ import numpy as np
 import pytest
 
 HERE = Path(__file__).resolve().parent
-CACHE = HERE.parent / 'shared' / 'data' / 'tiktoken_cache'
-if 'TIKTOKEN_CACHE_DIR' not in os.environ and CACHE.is_dir():
-    os.environ['TIKTOKEN_CACHE_DIR'] = str(CACHE)
 sys.path.insert(0, str(HERE))
 import prepare  # noqa: E402
 from finetune_data import EOT, alpaca_prompt, example_batch  # noqa: E402

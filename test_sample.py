@@ -14,9 +14,6 @@ import pytest
 import torch
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-CACHE = os.path.join(HERE, '..', 'shared', 'data', 'tiktoken_cache')
-if 'TIKTOKEN_CACHE_DIR' not in os.environ and os.path.isdir(CACHE):
-    os.environ['TIKTOKEN_CACHE_DIR'] = os.path.abspath(CACHE)
 
 
 @pytest.fixture(scope='module')

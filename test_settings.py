@@ -15,7 +15,8 @@ import settings
 from settings import configure
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-SCRIPTS = ['train.py', 'sample.py', 'prepare.py', 'hellaswag.py', 'bench_train.py', 'bench_sample.py', 'bench_prepare.py']
+SCRIPTS = ['train.py', 'sample.py', 'prepare.py', 'hellaswag.py', 'plot.py', 'judge.py', 'bench_train.py', 'bench_sample.py',
+           'bench_prepare.py']
 
 
 def test_configure_overrides_and_errors(tmp_path):

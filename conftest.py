@@ -1,0 +1,10 @@
+"""pytest loads this first: the tests' one piece of setup. GPT-2's BPE files (tiktoken's cache layout) ship
+in ../shared/data/tiktoken_cache beside the project in CI, so tiktoken needs no network there; elsewhere
+tiktoken downloads them once, or TIKTOKEN_CACHE_DIR already points at a copy."""
+import os
+
+CACHE = os.path.abspath(os.path.join(os.path.dirname(__file__), '..', 'shared', 'data', 'tiktoken_cache'))
+if 'TIKTOKEN_CACHE_DIR' not in os.environ and os.path.isdir(CACHE):
+    os.environ['TIKTOKEN_CACHE_DIR'] = CACHE  # absolute: the tests run scripts in other folders too
+elif 'TIKTOKEN_CACHE_DIR' in os.environ:
+    os.environ['TIKTOKEN_CACHE_DIR'] = os.path.abspath(os.environ['TIKTOKEN_CACHE_DIR'])
