@@ -336,7 +336,7 @@ def pick(logits, temperature=1.0, top_k=None, top_p=None, generator=None):
     probs = F.softmax(logits, dim=-1)
     if top_p is not None:
         p, i = probs.sort(dim=-1, descending=True)
-        p[p.cumsum(-1) - p > top_p] = 0  # drop ids whose more likely predecessors already reach top_p
+        p[:, 1:][(p.cumsum(-1) - p)[:, 1:] >= top_p] = 0  # drop ids whose likelier ones reach top_p (never the first)
         probs = torch.zeros_like(probs).scatter_(-1, i, p)
     return torch.multinomial(probs, 1, generator=generator)
 

@@ -26,13 +26,9 @@ ALPACA = os.path.join(SHARED, 'instruction_data', 'instruction-data.json')
 TINY = ['--n_layer=2', '--n_head=2', '--n_embd=32', '--batch_size=8', '--dtype=float32', '--compile=False',
         '--device=cpu', '--eval_iters=2', '--log_interval=1', '--warmup_iters=2', '--learning_rate=3e-3']
 N = 5  # test records judged (--limit)
-if 'TIKTOKEN_CACHE_DIR' not in os.environ and os.path.isdir(os.path.join(SHARED, 'tiktoken_cache')):
-    os.environ['TIKTOKEN_CACHE_DIR'] = os.path.abspath(os.path.join(SHARED, 'tiktoken_cache'))
 ENV = {k: v for k, v in os.environ.items() if 'proxy' not in k.lower()  # loopback only, whatever the machine says
        and k not in ('JUDGE_URL', 'JUDGE_MODEL', 'JUDGE_API_KEY', 'OPENAI_API_KEY')}
 ENV['OMP_NUM_THREADS'] = '1'  # tiny models: threads only cost
-if 'TIKTOKEN_CACHE_DIR' in ENV:  # the subprocesses run in a temporary folder
-    ENV['TIKTOKEN_CACHE_DIR'] = os.path.abspath(ENV['TIKTOKEN_CACHE_DIR'])
 
 
 def score_of(prompt):  # what the server scores a prompt: the test can tell which reply went where

@@ -327,3 +327,53 @@ def test_non_finite_weights_are_never_saved_over_a_good_checkpoint(tmp):
     with pytest.raises(ValueError, match=r'weights are not finite \(transformer.h.0.mlp.c_fc.weight and 0 more\): not saved'):
         settings.write_checkpoint(str(tmp / 'out' / 'ckpt.pt'), bad)
     assert_same_weights(ckpt(tmp, 'out')['model'], good['model'], exact=True)
+
+
+def cpu_autocast_runs(dtype):
+    try:
+        with torch.autocast('cpu', dtype):
+            return (torch.ones(2, 2) @ torch.ones(2, 2)).dtype == dtype
+    except Exception:  # older torch: an unsupported dtype raises, or warns and leaves autocast off
+        return False
+
+
+@pytest.fixture(scope='module')
+def mixed(tmp_path_factory):
+    """8 steps in float32, bfloat16 and float16 (where CPU autocast has it) on 17 tokens of data with block_size 16:
+    every row is the same sequence (as in test_overfits_one_batch), so lr 1e-2 takes the loss from 2.74 to about
+    1.24, a curve to follow, where on random data every run, broken or not, sits at ln(16)."""
+    t = tmp_path_factory.mktemp('mixed')
+    write_data(t / 'data', n=17)
+    runs, losses = {}, {}
+    for dtype in ('float32', 'bfloat16', 'float16'):
+        if dtype == 'float32' or cpu_autocast_runs(getattr(torch, dtype)):  # a failed run fails its own test
+            runs[dtype] = p = train(t, dtype, '--max_iters=8', '--learning_rate=1e-2', f'--dtype={dtype}',
+                                    check=dtype == 'float32')
+            if p.returncode == 0:
+                assert [r['iter'] for r in log_rows(t, dtype)] == [str(i) for i in range(8)]
+                losses[dtype] = [float(r['loss']) for r in log_rows(t, dtype)]
+    return t, runs, losses
+
+
+@pytest.mark.parametrize('dtype', ['bfloat16', 'float16'])
+def test_mixed_precision_follows_float32(mixed, dtype):
+    t, runs, losses = mixed
+    if dtype not in runs:
+        pytest.skip(f'torch {torch.__version__} has no {dtype} autocast on the CPU')
+    assert runs[dtype].returncode == 0, runs[dtype].stdout[-2000:] + runs[dtype].stderr[-3000:]
+    ref, got = losses['float32'], losses[dtype]
+    assert all(np.isfinite(got)) and ref[-1] < ref[0] - 1.0  # float32 learns: 2.74 -> 1.24
+    # within 1% of float32 at every step: bf16 keeps 8 significant bits (0.2% per rounding), and over 8 steps
+    # these runs stayed within 0.1% (bf16) and 0.03% (fp16); the loss falls 12% in the first step alone, so a
+    # run that fails to train, or trains at another rate, leaves the band at once
+    assert max(abs(g - r) / r for g, r in zip(got, ref)) < 0.01, (got, ref)
+    # and it is its own precision: float32's losses, or the other half precision's, would match to the last digit
+    assert all(got != other for d, other in losses.items() if d != dtype), losses
+    a, b = ckpt(t, 'float32'), ckpt(t, dtype)
+    assert (a['dtype'], b['dtype']) == ('float32', dtype)
+    assert all(v.dtype == torch.float32 and v.isfinite().all() for v in b['model'].values())  # float32 master weights
+    assert a['scaler'] is None  # only fp16 needs a GradScaler, and then its state is saved to resume with
+    if dtype == 'float16':
+        assert b['scaler'] and 0 < b['scaler']['scale'] < float('inf'), b['scaler']
+    else:
+        assert b['scaler'] is None
