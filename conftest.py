@@ -3,8 +3,20 @@ in ../shared/data/tiktoken_cache beside the project in CI, so tiktoken needs no 
 tiktoken downloads them once, or TIKTOKEN_CACHE_DIR already points at a copy."""
 import os
 
+import pytest
+
 CACHE = os.path.abspath(os.path.join(os.path.dirname(__file__), '..', 'shared', 'data', 'tiktoken_cache'))
 if 'TIKTOKEN_CACHE_DIR' not in os.environ and os.path.isdir(CACHE):
     os.environ['TIKTOKEN_CACHE_DIR'] = CACHE  # absolute: the tests run scripts in other folders too
 elif 'TIKTOKEN_CACHE_DIR' in os.environ:
     os.environ['TIKTOKEN_CACHE_DIR'] = os.path.abspath(os.environ['TIKTOKEN_CACHE_DIR'])
+
+
+@pytest.fixture(scope='session')
+def enc():
+    """tiktoken's GPT-2 BPE, the reference tokenizer; the tests that need it skip, saying why, where it cannot load."""
+    try:
+        import tiktoken
+        return tiktoken.get_encoding('gpt2')
+    except Exception as e:
+        pytest.skip(f'tiktoken cannot load the gpt2 encoding here ({e}); set TIKTOKEN_CACHE_DIR')

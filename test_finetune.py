@@ -5,8 +5,6 @@ Hugging Face GPT-2 folders that transformers writes with random weights (no netw
 The model-level promises (masks, freezing, LoRA merging, the classifier's last token, HellaSwag
 scoring) are checked in test_gpt2.py and test_prepare.py; here, that the four files work together.
 """
-import json
-import math
 import os
 import re
 import subprocess
@@ -34,15 +32,6 @@ def py(tmp, script, *args, check=True):
     if check:
         assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-3000:]
     return p
-
-
-@pytest.fixture(scope='module')
-def bpe():  # GPT-2's BPE: from TIKTOKEN_CACHE_DIR, or downloaded once by tiktoken
-    try:
-        import tiktoken
-        tiktoken.get_encoding('gpt2')
-    except Exception as e:
-        pytest.skip(f'tiktoken cannot load the gpt2 encoding here ({e}); set TIKTOKEN_CACHE_DIR')
 
 
 def needs(path):
@@ -152,51 +141,3 @@ def test_lora_trains_adapters_only_resumes_exactly_and_exports_to_transformers(t
         got = GPT2LMHeadModel.from_pretrained(tmp_path / 'merged').eval()(x).logits
     assert (got - want).abs().max() < 1e-4
     assert not torch.allclose(hf(x).logits[:, :32], want, atol=1e-4)  # and LoRA changed something
-
-
-HELLASWAG = [  # written here in the jsonl format of rowanz/hellaswag: ctx, 4 endings, label
-    dict(ctx='A man is sitting on a roof. He', label=3,
-         endings=['is using wrap to wrap a pair of skis.', 'is ripping level tiles off.',
-                  "is holding a rubik's cube.", 'starts pulling up roofing on a roof.']),
-    dict(ctx='A woman pours water into a glass. She', label=0,
-         endings=['drinks the water slowly.', 'paints the glass blue with a brush.',
-                  'throws the glass at the ceiling fan.', 'reads a book about the ocean.']),
-    dict(ctx='The children run onto the field with a ball. They', label=1,
-         endings=['sleep.', 'start kicking the ball to each other across the grass.',
-                  'bake a cake in the oven.', 'drive to the office.']),
-]
-
-
-@pytest.mark.parametrize('nproc', [1, 2])
-def test_eval_only_perplexity_and_hellaswag_agree_with_transformers(tmp_path, nproc, bpe):
-    hf = hf_folder(tmp_path / 'hf', n_positions=32)
-    with open(tmp_path / 'hs.jsonl', 'w') as f:
-        f.writelines(json.dumps(r) + '\n' for r in HELLASWAG)
-    import tiktoken
-    enc = tiktoken.get_encoding('gpt2')
-    # val.bin of exactly block_size + 1 tokens: every evaluation batch is that one row
-    ids = enc.encode('The quick brown fox jumps over the lazy dog. ' * 4)[:33]
-    (tmp_path / 'data' / 'text').mkdir(parents=True)
-    for split in ('train', 'val'):
-        np.array(ids, np.uint16).tofile(tmp_path / 'data' / 'text' / f'{split}.bin')
-    cmd = [os.path.join(HERE, 'train.py'), '--dataset=text', f'--init_from={tmp_path / "hf"}', '--eval_only=True',
-           '--hellaswag_interval=1', f'--hellaswag_input={tmp_path / "hs.jsonl"}', '--block_size=32', '--out_dir=out', *TINY]
-    if nproc > 1:
-        cmd = ['-m', 'torch.distributed.run', f'--nproc_per_node={nproc}', '--standalone', *cmd]
-    p = subprocess.run([sys.executable, *cmd], cwd=tmp_path, capture_output=True, text=True, env=ENV, timeout=300)
-    assert p.returncode == 0, p.stderr[-3000:]
-    loss, ppl, acc = map(float, re.search(r'val loss ([\d.]+), val perplexity ([\d.]+), HellaSwag ([\d.]+)', p.stdout).groups())
-    with torch.no_grad():
-        x = torch.tensor([ids])
-        want = torch.nn.functional.cross_entropy(hf(x[:, :-1]).logits[0], x[0, 1:])
-        assert loss == pytest.approx(want.item(), abs=1e-4) and ppl == pytest.approx(math.exp(loss), rel=1e-3)
-        right = 0
-        for r in HELLASWAG:  # the ending with the lowest mean loss per token, by transformers
-            ctx = enc.encode(r['ctx'])
-            scores = []
-            for e in r['endings']:
-                e = enc.encode(' ' + e)
-                logits = hf(torch.tensor([ctx + e])).logits[0, len(ctx) - 1:-1]
-                scores.append(torch.nn.functional.cross_entropy(logits, torch.tensor(e)).item())
-            right += int(np.argmin(scores)) == r['label']
-    assert acc == pytest.approx(right / len(HELLASWAG), abs=1e-4)

@@ -4,11 +4,13 @@ refuses bad files with one line, and its accuracy is what transformers' losses g
 records are written here in the format of rowanz/hellaswag, the models are random Hugging Face folders).
 """
 import json
+import math
 import os
 import re
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import torch
 
@@ -38,15 +40,6 @@ SCORED = [  # ordinary records, for accuracy
 def jsonl(path, records, extra=''):
     path.write_text(''.join(json.dumps(r) + '\n' for r in records) + extra, encoding='utf-8')
     return path
-
-
-@pytest.fixture(scope='module')
-def enc():
-    try:
-        import tiktoken
-        return tiktoken.get_encoding('gpt2')
-    except Exception as e:
-        pytest.skip(f'tiktoken cannot load the gpt2 encoding here ({e}); set TIKTOKEN_CACHE_DIR')
 
 
 def test_load_tokenizes_context_and_spaced_endings(tmp_path, enc):
@@ -127,3 +120,28 @@ def test_hellaswag_py_accuracy_agrees_with_transformers(tmp_path, enc):
         assert int(n) == len(want)
         assert float(acc) == pytest.approx(transformers_accuracy(ref, enc, want), abs=1e-4)
         assert int(right) == round(float(acc) * len(want))
+
+
+@pytest.mark.parametrize('nproc', [1, 2])
+def test_train_py_eval_only_perplexity_and_hellaswag_agree_with_transformers(tmp_path, nproc, enc):
+    ref = hf_folder(tmp_path / 'hf')
+    src = jsonl(tmp_path / 'hs.jsonl', SCORED)
+    # val.bin of exactly block_size + 1 tokens: every evaluation batch is that one row
+    ids = enc.encode('The quick brown fox jumps over the lazy dog. ' * 4)[:33]
+    (tmp_path / 'data' / 'text').mkdir(parents=True)
+    for split in ('train', 'val'):
+        np.array(ids, np.uint16).tofile(tmp_path / 'data' / 'text' / f'{split}.bin')
+    cmd = [os.path.join(HERE, 'train.py'), '--dataset=text', f'--init_from={tmp_path / "hf"}', '--eval_only=True',
+           '--hellaswag_interval=1', f'--hellaswag_input={src}', '--block_size=32', '--out_dir=out', '--batch_size=8',
+           '--eval_iters=2', '--device=cpu', '--dtype=float32', '--compile=False']
+    if nproc > 1:  # the ranks share the examples
+        cmd = ['-m', 'torch.distributed.run', f'--nproc_per_node={nproc}', '--standalone', *cmd]
+    p = subprocess.run([sys.executable, *cmd], cwd=tmp_path, capture_output=True, text=True, timeout=300,
+                       env=dict(os.environ, OMP_NUM_THREADS='1'))
+    assert p.returncode == 0, p.stderr[-3000:]
+    loss, ppl, acc = map(float, re.search(r'val loss ([\d.]+), val perplexity ([\d.]+), HellaSwag ([\d.]+)', p.stdout).groups())
+    with torch.no_grad():
+        x = torch.tensor([ids])
+        want = torch.nn.functional.cross_entropy(ref(x[:, :-1]).logits[0], x[0, 1:])
+    assert loss == pytest.approx(want.item(), abs=1e-4) and ppl == pytest.approx(math.exp(loss), rel=1e-3)
+    assert acc == pytest.approx(transformers_accuracy(ref, enc, SCORED), abs=1e-4)

@@ -25,15 +25,6 @@ TEXT = ("First Citizen:\r\nBefore we proceed any further, hear me speak.\r\n\r\n
         "    indented line\n\tand a tab\n  \n" * 40 + "last line\n\n")
 
 
-@pytest.fixture(scope='module')
-def enc():
-    try:
-        import tiktoken
-        return tiktoken.get_encoding('gpt2')
-    except Exception as e:
-        pytest.skip(f"tiktoken cannot load the gpt2 encoding here ({e}); set TIKTOKEN_CACHE_DIR")
-
-
 def run(*args, cwd):
     """prepare.py as a user runs it: (exit code, stdout, stderr)."""
     p = subprocess.run([sys.executable, str(HERE / 'prepare.py'), *args, '--workers=2'],
