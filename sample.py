@@ -15,6 +15,7 @@ import time
 import torch
 
 import settings
+from beam import beam_search
 from gpt2 import GPT
 
 init_from = 'resume'  # resume (out_dir/ckpt.pt) | gpt2, gpt2-medium, gpt2-large, gpt2-xl | a Hugging Face GPT-2 folder
@@ -25,6 +26,8 @@ max_new_tokens = 500  # tokens per sample, at most
 temperature = 0.8  # 1.0 samples the model's distribution; lower is more conservative; 0 is greedy
 top_k = 200  # sample only among the k likeliest tokens (None: all)
 top_p = None  # sample only among the likeliest tokens whose probabilities sum to top_p (None: all)
+num_beams = 1  # > 1: beam search (beam.py) instead of sampling: deterministic, the likeliest continuation it finds
+length_penalty = 1.0  # beam search: a finished beam scores sum(log p) / length ** length_penalty; > 0 favours longer ones
 stop_at_eot = True  # end a sample at <|endoftext|> (GPT-2 BPE models)
 instruct = None  # wrap each prompt in the Alpaca template and print the response; None: if trained so
 interactive = False  # read prompts from the terminal in a loop instead of using start
@@ -91,6 +94,8 @@ def classify(text: str):
 
 def sample(ids: list[int], k: int):
     """Stream one continuation of the prompt ids to stdout; return (tokens, seconds)."""
+    if num_beams > 1:
+        return beam(ids)
     idx = torch.tensor([ids[-model.config.block_size:]], device=device)
     utf8 = codecs.getincrementaldecoder('utf-8')(errors='replace')  # a character may span tokens
     n, t0 = 0, time.perf_counter()
@@ -103,6 +108,18 @@ def sample(ids: list[int], k: int):
         print(utf8.decode(decode_bytes(tok)), end='', flush=True)
     print(utf8.decode(b'', final=True))
     return n, time.perf_counter() - t0
+
+
+def beam(ids: list[int]):
+    """Print the continuation of the prompt ids that beam search finds, whole at the end (it cannot stream);
+    return (tokens, seconds). The prompt is cropped to leave room for max_new_tokens in block_size."""
+    idx = torch.tensor([ids[max(0, len(ids) + max_new_tokens - model.config.block_size):]], device=device)
+    t0 = time.perf_counter()
+    new = beam_search(model, idx, max_new_tokens, num_beams, eot if stop_at_eot else None, length_penalty)[0, idx.size(1):]
+    new = new.tolist()
+    shown = new[:-1] if stop_at_eot and new and new[-1] == eot else new  # ends at <|endoftext|>, not printed
+    print(b''.join(map(decode_bytes, shown)).decode('utf-8', errors='replace'))
+    return len(new), time.perf_counter() - t0
 
 
 def prompt_ids(text: str) -> list[int]:
@@ -126,7 +143,8 @@ if dtype not in ('float32', 'bfloat16', 'float16'):
 for bad, msg in ((temperature < 0, f'temperature must be >= 0 (0 is greedy), got {temperature}'),
                  (top_k is not None and top_k < 1, f'top_k must be at least 1, or None for all tokens; got {top_k}'),
                  (top_p is not None and not 0 < top_p <= 1, f'top_p must be in (0, 1], or None; got {top_p}'),
-                 (max_new_tokens < 0, f'max_new_tokens must be >= 0, got {max_new_tokens}')):
+                 (max_new_tokens < 0, f'max_new_tokens must be >= 0, got {max_new_tokens}'),
+                 (num_beams < 1, f'num_beams must be at least 1 (1: sample, > 1: beam search), got {num_beams}')):
     if bad:
         die(msg)
 try:
@@ -134,6 +152,9 @@ try:
         with open(start[5:], encoding='utf-8') as f:
             start = f.read()
     model, (encode, decode_bytes, eot), trained = load_model()
+    if num_beams > 1 and max_new_tokens >= model.config.block_size:  # beam search cannot slide the window
+        raise ValueError(f'beam search needs the prompt and max_new_tokens={max_new_tokens} new tokens in one window '
+                         f'of block_size={model.config.block_size}: lower max_new_tokens')
 except (ValueError, OSError) as e:  # what a user can fix: a missing file, a wrong checkpoint or folder
     die(e)
 classes = trained.get('classes') or [str(i) for i in range(model.config.n_classes)]
