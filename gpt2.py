@@ -54,6 +54,7 @@ class CausalSelfAttention(nn.Module):
         if cache is not None:  # generation: keep this chunk's keys/values, attend to all kept so far
             if not cache:  # the first call allocates room for block_size positions, once
                 cache += [k.new_empty(B, self.n_head, self.block_size, C // self.n_head) for _ in 'kv']
+            assert T == 1 or pos == 0, 'a chunk of several tokens only goes into an empty cache (is_causal aligns top-left)'
             cache[0][:, :, pos:pos + T], cache[1][:, :, pos:pos + T] = k, v
             k, v = cache[0][:, :, :pos + T], cache[1][:, :, :pos + T]  # (B, nh, pos + T, hs)
         if self.training and cache is None and cpu_attention_pays(q, self.dropout):
@@ -137,7 +138,7 @@ class GPT(nn.Module):
         cross-entropy where targets != -1. loss_only=True: (None, loss), the head run only there (it is most
         of a small model's compute, and instruction tuning masks most positions)."""
         h = self.hidden(idx)
-        if loss_only:
+        if loss_only and targets is not None:
             keep = targets != -1
             h, targets = h[keep], targets[keep]  # (N, n_embd), (N,)
         logits = self.lm_head(h)[..., :self.config.vocab_size]  # the padding ids cut off
@@ -155,8 +156,7 @@ class GPT(nn.Module):
         L = self.config.block_size
         gen = None if seed is None else torch.Generator(idx.device).manual_seed(seed)
         head = self.lm_head.weight[:self.config.vocab_size].t()  # (n_embd, vocab): padding ids are never sampled
-        if idx.device.type == 'cpu':  # this layout in memory was ~2x faster there for one row at a time
-            head = head.contiguous()
+        head = head.contiguous() if idx.device.type == 'cpu' else head  # in memory so, ~2x faster on CPUs for one row
         cache = [[] for _ in self.transformer.h]
         seq = new = idx[:, -L:]  # the visible window, and the part of it the cache lacks
         pos = 0
@@ -256,8 +256,9 @@ class GPT(nn.Module):
                 hf = json.load(f)
             cfg = dict(block_size=hf['n_positions'], vocab_size=hf['vocab_size'], n_layer=hf['n_layer'],
                        n_head=hf['n_head'], n_embd=hf['n_embd'])
-            assert all(type(v) is int and v > 0 for v in cfg.values()), 'sizes must be positive integers'
-        except (OSError, ValueError, KeyError, TypeError, AssertionError) as e:
+            if not all(type(v) is int and v > 0 for v in cfg.values()):
+                raise TypeError('its sizes must be positive integers')
+        except (OSError, ValueError, KeyError, TypeError) as e:
             raise ValueError(f'{path} has no usable GPT-2 config.json ({type(e).__name__}: {e})') from None
         model = cls(GPTConfig(**{**cfg, 'bias': True, **overrides}))
         st, pt = os.path.join(path, 'model.safetensors'), os.path.join(path, 'pytorch_model.bin')
@@ -276,7 +277,7 @@ class GPT(nn.Module):
         cfg = self.config
         # bias=False models get zero biases: the same function in a layout that always has them
         sd = {name + '.bias': torch.zeros(m.weight.size(0)) for name, m in self.named_modules()
-              if isinstance(m, (nn.Linear, nn.LayerNorm)) and m.bias is None and name != 'lm_head'}
+              if isinstance(m, (nn.Linear, nn.LayerNorm)) and m.bias is None and name not in ('lm_head', 'classifier')}
         for k, v in self.state_dict().items():
             if k != 'lm_head.weight' and not k.startswith('classifier.'):
                 v = v[:cfg.vocab_size] if k == 'transformer.wte.weight' else v
@@ -324,6 +325,7 @@ class GPT(nn.Module):
                 setattr(m, n, plain)
 
 
+# ---------------------------------------------------------------- sampling one token, for GPT.stream
 def pick(logits, temperature=1.0, top_k=None, top_p=None, generator=None):
     """One id per row of logits (B, V): greedy at temperature 0, else drawn from softmax(logits / temperature)
     kept to the top_k ids and/or the smallest set whose probability reaches top_p."""
@@ -368,8 +370,7 @@ class LoRALinear(nn.Linear):
 
     def __init__(self, base: nn.Linear, rank: int, alpha: float, dropout: float):
         nn.Module.__init__(self)
-        self.in_features, self.out_features = base.in_features, base.out_features
-        self.weight, self.bias = base.weight, base.bias
+        self.in_features, self.out_features, self.weight, self.bias = base.in_features, base.out_features, base.weight, base.bias
         self.lora_A = nn.Parameter(torch.randn(rank, self.in_features, device=base.weight.device) / self.in_features ** 0.5)
         self.lora_B = nn.Parameter(torch.zeros(self.out_features, rank, device=base.weight.device))
         self.scale = alpha / rank
@@ -379,8 +380,7 @@ class LoRALinear(nn.Linear):
         return super().forward(x) + (self.lora_dropout(x) @ self.lora_A.t() @ self.lora_B.t()) * self.scale
 
 
-# ---------------------------------------------------------------- CPU training kernels
-# GPUs use torch's fused dropout and SDPA. On CPUs those two bound training (bench_train.py, profiled).
+# ---------------------------------------------------------------- CPU training kernels (GPUs use torch's fused ones)
 
 def cpu_attention_pays(q, p: float) -> bool:
     """Whether training attention is faster as causal_attention than in SDPA: on the CPU with dropout (SDPA's

@@ -30,17 +30,19 @@ device = 'auto'  # auto picks cuda, then mps, then cpu; or e.g. cpu, cuda:1
 dtype = 'auto'  # auto: bfloat16 on GPUs that have it, float32 elsewhere; or float32, bfloat16, float16
 
 
-def load(path: str) -> list:
-    """The examples of a HellaSwag jsonl file as (context ids, [4 ending ids], label), GPT-2 BPE; a missing
-    file is downloaded there first. Each ending gets a leading space, as it follows the context."""
+def load(path: str, download: bool = False) -> list:
+    """The examples of a HellaSwag jsonl file as (context ids, [4 ending ids], label), GPT-2 BPE; with download,
+    a missing file is downloaded there first. Each ending gets a leading space, as it follows the context."""
+    if not os.path.exists(path) and not download:
+        raise ValueError(f'no HellaSwag file at {path}: give a copy of {FILE}, or leave the setting empty to download it')
     if not os.path.exists(path):
         import requests
         try:
             r = requests.get(URL, timeout=30)
             r.raise_for_status()
         except requests.RequestException as e:
-            raise ValueError(f'cannot download {URL} ({type(e).__name__}): pass --input=PATH to a local copy '
-                             f'of {FILE}') from None
+            raise ValueError(f'cannot download {URL} ({type(e).__name__}): pass a local copy of {FILE} '
+                             '(hellaswag.py --input=PATH, train.py --hellaswag_input=PATH)') from None
         os.makedirs(os.path.dirname(path) or '.', exist_ok=True)
         settings.atomic_write(path, lambda p: open(p, 'wb').write(r.content))
     try:
@@ -107,7 +109,7 @@ if __name__ == '__main__':
             dtype = 'bfloat16' if device.startswith('cuda') and torch.cuda.is_bf16_supported() else 'float32'
         if dtype not in ('float32', 'bfloat16', 'float16'):
             raise ValueError(f'unknown dtype {dtype!r}: use auto, float32, bfloat16 or float16')
-        data = load(input or os.path.join('data', 'hellaswag', FILE))  # first: a bad file costs no model load
+        data = load(input or os.path.join('data', 'hellaswag', FILE), download=not input)  # first: no model load for a bad file
         if init_from == 'resume':
             model = GPT.from_checkpoint(settings.read_checkpoint(os.path.join(out_dir, 'ckpt.pt')))
         else:

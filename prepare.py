@@ -504,6 +504,8 @@ def parse(argv: list[str]) -> tuple[str, dict]:
     cfg = dict(DEFAULTS)
     given = settings.configure(cfg, [a for a in argv if a.startswith('-')], __file__)
     cfg.update({k: v for k, v in DATASETS.get(name, (None, {}))[1].items() if k not in given})
+    if name == 'hellaswag':  # an evaluation set: it has a script of its own, which reads the jsonl itself
+        raise SystemExit("prepare.py: HellaSwag is hellaswag.py's: python hellaswag.py --init_from=gpt2 [--input=hellaswag_val.jsonl]")
     if name not in DATASETS and not cfg['input']:
         close = difflib.get_close_matches(name, DATASETS, 1)
         hint = f"did you mean {close[0]}? " if close else ""

@@ -85,7 +85,7 @@ def classify(text: str):
     """Print the classifier's likeliest label for text, with its probability."""
     ids = encode(text)[:model.config.block_size]
     if not ids:
-        die('nothing to classify: give --start=TEXT')
+        raise ValueError('nothing to classify: give --start=TEXT')
     with torch.no_grad():
         probs = torch.softmax(model(torch.tensor([ids], device=device))[0].float(), dim=-1)[0]
     k = probs.argmax().item()
@@ -127,7 +127,7 @@ def prompt_ids(text: str) -> list[int]:
     fresh document at <|endoftext|>."""
     ids = encode(wrap(text)) or ([eot] if eot is not None else [])
     if not ids:
-        die('the prompt is empty and this vocabulary has no <|endoftext|>: give --start=TEXT')
+        raise ValueError('the prompt is empty and this vocabulary has no <|endoftext|>: give --start=TEXT')
     return ids
 
 
@@ -141,8 +141,9 @@ if dtype == 'auto':
 if dtype not in ('float32', 'bfloat16', 'float16'):
     die(f'unknown dtype {dtype!r}: use auto, float32, bfloat16 or float16')
 for bad, msg in ((temperature < 0, f'temperature must be >= 0 (0 is greedy), got {temperature}'),
-                 (top_k is not None and top_k < 1, f'top_k must be at least 1, or None for all tokens; got {top_k}'),
-                 (top_p is not None and not 0 < top_p <= 1, f'top_p must be in (0, 1], or None; got {top_p}'),
+                 (not (top_k is None or type(top_k) is int and top_k >= 1), f'top_k must be at least 1, or None for all tokens; got {top_k!r}'),
+                 (not (top_p is None or type(top_p) in (int, float) and 0 < top_p <= 1), f'top_p must be in (0, 1], or None; got {top_p!r}'),
+                 (instruct not in (None, True, False), f'instruct must be True, False or None (as trained); got {instruct!r}'),
                  (max_new_tokens < 0, f'max_new_tokens must be >= 0, got {max_new_tokens}'),
                  (num_beams < 1, f'num_beams must be at least 1 (1: sample, > 1: beam search), got {num_beams}')):
     if bad:

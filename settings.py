@@ -12,11 +12,13 @@ is written twice:
     out_dir = 'out'  # where ckpt.pt goes   <- a setting, its default and its comment
     #   and more about out_dir          <- indented, right under a setting: its comment goes on
 """
+import contextlib
 import difflib
 import glob
 import io
 import os
 import shutil
+import socket
 import tokenize
 
 PLAIN = (int, float, bool, str, type(None))
@@ -49,6 +51,9 @@ def configure(g: dict, argv: list[str], source: str) -> set[str]:
                 exec(compile(open(arg).read(), arg, 'exec'), {}, cfg)
             except Exception as e:
                 raise SystemExit(f'{script}: config file {arg} does not run: {type(e).__name__}: {e}') from None
+            for k, v in cfg.items():
+                if k in keys and not isinstance(v, PLAIN):
+                    raise SystemExit(f'{script}: {k} in {arg} must be {type(g[k]).__name__} (like {g[k]!r}), got {v!r}')
             pairs = [(k, v) for k, v in cfg.items() if not k.startswith('_') and isinstance(v, PLAIN)]
         for key, value in pairs:
             if key not in keys:
@@ -100,10 +105,11 @@ def help_text(source: str, defaults: dict) -> str:
     with open(source, encoding='utf-8') as f:
         lines = f.read().split('\n')
     toks = list(tokenize.generate_tokens(io.StringIO('\n'.join(lines)).readline))
-    rows, seen = {}, set()  # line -> [setting or None, comment]
+    rows, seen, depth = {}, set(), 0  # line -> [setting or None, comment]; depth: of indentation
     for i, t in enumerate(toks):
+        depth += (t.type == tokenize.INDENT) - (t.type == tokenize.DEDENT)
         first = i == 0 or toks[i - 1].type in (tokenize.NL, tokenize.NEWLINE, tokenize.INDENT, tokenize.DEDENT)
-        if first and t.type == tokenize.NAME and t.string in defaults and t.string not in seen \
+        if first and depth == 0 and t.type == tokenize.NAME and t.string in defaults and t.string not in seen \
                 and toks[i + 1].string == '=':
             seen.add(t.string)  # the first assignment is the setting
             rows[t.start[0]] = [t.string, '']
@@ -131,13 +137,15 @@ def help_text(source: str, defaults: dict) -> str:
 
 def atomic_write(path: str, write) -> None:
     """write(tmp_path), flush it to disk, then rename it over path: a reader (or a crash, or a kill) sees
-    the old file or the whole new one, never half. A temporary file left by a killed earlier write
-    (its process gone) is removed first, so they never pile up."""
-    for old in glob.glob(glob.escape(path) + '.*.tmp'):
-        pid = old[len(path) + 1:-4]
+    the old file or the whole new one, never half. The temporary file is named by host and process, and
+    one left by a killed earlier write on this host (its process gone) is removed first: they never pile up."""
+    host = socket.gethostname().replace('.', '-')
+    for old in glob.glob(glob.escape(f'{path}.{host}-') + '*.tmp'):
+        pid = old[len(f'{path}.{host}-'):-4]
         if pid.isdigit() and not alive(int(pid)):
-            os.remove(old)
-    tmp = f'{path}.{os.getpid()}.tmp'
+            with contextlib.suppress(FileNotFoundError):  # another process may clean it up at the same time
+                os.remove(old)
+    tmp = f'{path}.{host}-{os.getpid()}.tmp'
     try:
         write(tmp)
         with open(tmp, 'rb+') as f:
@@ -149,7 +157,7 @@ def atomic_write(path: str, write) -> None:
 
 
 def alive(pid: int) -> bool:
-    if pid == os.getpid():
+    if pid == os.getpid() or os.name == 'nt':  # on Windows os.kill(pid, 0) would send Ctrl-C: assume alive
         return True
     try:
         os.kill(pid, 0)

@@ -56,7 +56,7 @@ BAD = {'3 endings': '{"ctx": "a", "endings": ["b", "c", "d"], "label": 0}',
        'not json': '{"ctx": "a",'}
 
 
-@pytest.mark.parametrize('case', [*BAD, 'empty', 'not utf-8', 'download fails'])
+@pytest.mark.parametrize('case', [*BAD, 'empty', 'not utf-8', 'missing', 'download fails'])
 def test_bad_input_is_one_line(tmp_path, case):
     path = tmp_path / 'h.jsonl'
     if case in BAD:
@@ -68,12 +68,16 @@ def test_bad_input_is_one_line(tmp_path, case):
     elif case == 'not utf-8':
         path.write_bytes(b'\xff\xfe{"ctx"')
         message = 'cannot read'
+    elif case == 'missing':  # a path that was given is never downloaded to: it is a typo, or the wrong folder
+        path = tmp_path / 'nowhere' / 'h.jsonl'
+        message = f'no HellaSwag file at {path}: give a copy of hellaswag_val.jsonl, or leave the setting empty'
     else:
         path = tmp_path / 'nowhere' / 'h.jsonl'
-        message = 'cannot download http://127.0.0.1:9/x (ConnectionError): pass --input=PATH to a local copy of hellaswag_val.jsonl'
+        message = ('cannot download http://127.0.0.1:9/x (ConnectionError): pass a local copy of hellaswag_val.jsonl '
+                   '(hellaswag.py --input=PATH, train.py --hellaswag_input=PATH)')
     with pytest.raises(ValueError, match=re.escape(message)):
         hellaswag.URL = 'http://127.0.0.1:9/x'  # nothing listens there
-        hellaswag.load(str(path))
+        hellaswag.load(str(path), download=case == 'download fails')
     assert not os.path.exists(tmp_path / 'nowhere' / 'h.jsonl')
     if case != 'download fails':  # and as a user runs it: one line, no traceback, before any model loads
         p = subprocess.run([sys.executable, os.path.join(HERE, 'hellaswag.py'), f'--input={path}'], cwd=tmp_path,

@@ -6,6 +6,7 @@ from the script itself; files are written whole or not at all.
 import ast
 import os
 import re
+import socket
 import subprocess
 import sys
 
@@ -114,9 +115,19 @@ def test_atomic_write_leaves_the_old_file_or_the_new_one(tmp_path):
         settings.atomic_write(path, dies)
     assert open(path, 'rb').read() == b'old' and os.listdir(tmp_path) == ['f.bin']
     # a temporary file of a process that is gone (killed mid-write) is removed by the next write
-    stale = tmp_path / 'f.bin.999999999.tmp'
+    host = socket.gethostname().replace('.', '-')
+    stale = tmp_path / f'f.bin.{host}-999999999.tmp'
     stale.write_bytes(b'x' * 100)
-    mine = tmp_path / f'f.bin.{os.getpid()}.other.tmp'  # not of the form path.<pid>.tmp: left alone
+    mine = tmp_path / f'f.bin.{host}-{os.getpid()}.other.tmp'  # not of the form path.<host>-<pid>.tmp: left alone
     mine.write_bytes(b'y')
+    other = tmp_path / 'f.bin.another-host-999999999.tmp'  # another host's, on a shared disk: its pid means nothing here
+    other.write_bytes(b'z')
     settings.atomic_write(path, lambda p: open(p, 'wb').write(b'new'))
-    assert open(path, 'rb').read() == b'new' and sorted(os.listdir(tmp_path)) == sorted(['f.bin', mine.name])
+    assert open(path, 'rb').read() == b'new' and sorted(os.listdir(tmp_path)) == sorted(['f.bin', mine.name, other.name])
+
+
+def test_a_config_file_value_of_the_wrong_kind_is_an_error(tmp_path):
+    cfg = tmp_path / 'c.py'
+    cfg.write_text('betas = (0.9, 0.95)  # nanoGPT style\nbeta1 = (0.9,)\nhelper = [1, 2]\n')
+    with pytest.raises(SystemExit, match=r"beta1 in .*c.py must be float \(like 0.9\), got \(0.9,\)"):
+        configure(dict(beta1=0.9), [str(cfg)], 'x.py')

@@ -176,6 +176,9 @@ def test_sigterm_saves_a_loadable_checkpoint(tmp):
     assert not any(k.startswith(('_orig_mod.', 'module.')) for k in c['model'])
     assert set(c['rng'][0]) == {'torch'}  # what draws at random on a CPU: dropout (batches are seeded apart)
     n = c['iter_num']
+    assert c['evaluated'] is False  # saved on the signal, before any evaluation at iteration n ...
+    train(tmp, 'out', '--init_from=resume', f'--max_iters={n}')  # ... so a resume that ends there evaluates there
+    assert [r['iter'] for r in log_rows(tmp, 'out', 'eval')] == ['0', str(n)] and ckpt(tmp, 'out')['evaluated']
     train(tmp, 'out', '--init_from=resume', f'--max_iters={n + 2}')
     assert ckpt(tmp, 'out')['iter_num'] == n + 2
 
@@ -218,7 +221,7 @@ def foreign_file(path):
     (['--dtype=float64'], 'dtype must be'),
     (['--dropout=1.0'], 'dropout must be in [0, 1), got 1.0'),
     (['--init_from=resume', 'BIGGER'], "block_size=32 differs from the checkpoint's 16"),
-    (['--init_from=resume', 'DEEPER'], "n_layer=4 differs from the checkpoint's 2: a run resumes in its own shape (drop --n_layer)"),
+    (['--init_from=resume', 'DEEPER'], "n_layer=4 differs from the checkpoint's 2: a run resumes in its own shape (leave n_layer out)"),
     (['AGAIN'], 'holds another run: continue it with --init_from=resume, or start this one in a new --out_dir'),
     (['--out_dir=FILE'], 'is a file: name a folder'),
     (['--init_from=resume', 'EMPTY'], 'is not a readable train.py checkpoint (EOFError'),
@@ -312,7 +315,7 @@ def test_a_killed_save_leaves_no_temporary_file_behind(tmp):
     train(tmp, 'out', '--max_iters=2')
     dead = subprocess.Popen([sys.executable, '-c', 'pass'])
     dead.wait()  # a process id that is gone, as after kill -9 in the middle of torch.save
-    stale = tmp / 'out' / f'ckpt.pt.{dead.pid}.tmp'
+    stale = tmp / 'out' / f"ckpt.pt.{socket.gethostname().replace('.', '-')}-{dead.pid}.tmp"
     stale.write_bytes(b'half a checkpoint')
     train(tmp, 'out', '--init_from=resume', '--max_iters=3')
     assert sorted(os.listdir(tmp / 'out')) == ['ckpt.pt', 'log.csv'] and ckpt(tmp, 'out')['iter_num'] == 3
@@ -377,3 +380,12 @@ def test_mixed_precision_follows_float32(mixed, dtype):
         assert b['scaler'] and 0 < b['scaler']['scale'] < float('inf'), b['scaler']
     else:
         assert b['scaler'] is None
+
+
+def test_the_log_of_a_run_that_saved_no_checkpoint_is_kept_aside(tmp):
+    (tmp / 'out').mkdir()
+    (tmp / 'out' / 'log.csv').write_text('kind,iter,loss\ntrain,0,4.2\n')  # e.g. it crashed on its first step
+    train(tmp, 'out', '--max_iters=2')
+    aside = [f for f in os.listdir(tmp / 'out') if f.startswith('log.csv.')]
+    assert len(aside) == 1 and (tmp / 'out' / aside[0]).read_text() == 'kind,iter,loss\ntrain,0,4.2\n'
+    assert [r['iter'] for r in log_rows(tmp, 'out')] == ['0', '1']

@@ -72,7 +72,7 @@ dtype = 'auto'  # float32 | bfloat16 | float16 (autocast). auto: bfloat16 on cud
 compile = None  # torch.compile the model; None picks True on cuda (not Windows), False elsewhere:
 #   compiling costs minutes of start-up, and fails on some setups (Windows, mps)
 seed = 1337  # model init, dropout and the batch draws all follow from it
-peak_flops = 0.0  # FLOP/s that MFU is relative to; 0 looks the device up in PEAKS below
+peak_flops = 0.0  # FLOP/s that MFU is relative to; 0 looks the device up in train.py's PEAKS
 # fine-tuning and evaluation
 task = 'lm'  # lm: next tokens of train.bin | classify: labels of train.npz | instruct: responses of train.npz
 trainable_layers = -1  # >= 0: train only the last k blocks, the final LayerNorm and the head; -1: all
@@ -113,7 +113,7 @@ if init_from not in ('scratch', 'resume', *PRESETS) and not os.path.isdir(init_f
     die(f"unknown init_from {init_from!r}: use scratch, resume, {', '.join(PRESETS)}, or a Hugging Face GPT-2 folder")
 if os.path.exists(out_dir) and not os.path.isdir(out_dir):
     die(f'out_dir {out_dir} is a file: name a folder')
-if init_from != 'resume' and not eval_only and any(os.path.exists(os.path.join(out_dir, f)) for f in ('ckpt.pt', 'log.csv')):
+if init_from != 'resume' and not eval_only and os.path.exists(os.path.join(out_dir, 'ckpt.pt')):
     die(f'{out_dir} holds another run: continue it with --init_from=resume, or start this one in a new --out_dir')
 
 ddp = 'RANK' in os.environ  # started by torchrun
@@ -136,8 +136,8 @@ micro_steps = gradient_accumulation_steps // world_size  # this rank's share
 if dtype == 'auto' and device_type == 'cuda':
     dtype = 'bfloat16' if torch.cuda.is_bf16_supported() else 'float16'
 elif dtype == 'auto':  # CPUs with AVX512-BF16 or AMX do bf16 natively; torch's check is private: without it, float32
-    cpu_bf16 = device_type == 'cpu' and getattr(torch.ops.mkldnn, '_is_mkldnn_bf16_supported', bool)()
-    dtype = 'bfloat16' if cpu_bf16 else 'float32'
+    has_bf16 = getattr(torch.ops.mkldnn, '_is_mkldnn_bf16_supported', lambda: False)
+    dtype = 'bfloat16' if device_type == 'cpu' and has_bf16() else 'float32'
 compile = device_type == 'cuda' and platform.system() != 'Windows' if compile is None else compile
 if ddp:
     import torch.distributed as dist
@@ -149,9 +149,10 @@ autocast = contextlib.nullcontext() if dtype == 'float32' else torch.autocast(de
 
 # ----------------------------------------------------------------------------- data: token streams
 path = os.path.join(data_dir, dataset)
-# Each kind of draw has its own random stream, seeded by (seed, stream, iteration): evaluation batches
-# are the same at every evaluation of a run, and drawing them never moves the training draws.
-STREAMS = {('train', False): 0, ('train', True): 2, ('val', True): 3, ('test', True): 6}
+# Each kind of draw has its own random stream, seeded by (seed, stream, iteration): evaluation batches are the
+# same at every evaluation of a run, and drawing them never moves the training draws. (The ids are the ones of
+# earlier versions, so their runs resume onto the same batches.)
+STREAMS = {('train', False): 0, ('train', True): 2, ('val', True): 3}
 vocab_size = 50257  # GPT-2 BPE, when prepare.py wrote no meta.pkl (the model pads it to 50304 itself)
 if task == 'lm':
     for split in ('train', 'val'):
@@ -217,7 +218,7 @@ if hellaswag_interval:
     if task == 'classify' or vocab_size != 50257:
         die(f"HellaSwag is GPT-2 BPE text: {'a classifier' if task == 'classify' else f'a {vocab_size}-symbol model'} "
             'cannot read it (set hellaswag_interval=0)')
-    hs = user_error(hellaswag.load, hellaswag_input or os.path.join(data_dir, 'hellaswag', hellaswag.FILE))
+    hs = user_error(hellaswag.load, hellaswag_input or os.path.join(data_dir, 'hellaswag', hellaswag.FILE), not hellaswag_input)
 
 # ----------------------------------------------------------------------------- model
 Model = GPTClassifier if task == 'classify' else GPT
@@ -228,10 +229,10 @@ if init_from == 'scratch':
                       n_embd=n_embd, dropout=dropout, bias=bias, n_classes=len(classes or []))
     model = user_error(Model, GPTConfig(**model_args))
 elif init_from == 'resume':
-    model_args = dict(ckpt['model_args'], dropout=dropout)  # the shape is the checkpoint's
+    model_args = dict(ckpt['model_args'], dropout=dropout)  # resume: the shape is the checkpoint's
     for k in ('block_size', 'n_layer', 'n_head', 'n_embd', 'bias'):
         if k in _given and config[k] != model_args[k]:
-            die(f"{k}={config[k]} differs from the checkpoint's {model_args[k]}: a run resumes in its own shape (drop --{k})")
+            die(f"{k}={config[k]} differs from the checkpoint's {model_args[k]}: a run resumes in its own shape (leave {k} out)")
     if bool(model_args.get('n_classes')) != (task == 'classify'):
         die(f'task={task} but the checkpoint in {out_dir} was trained with task={ckpt["config"].get("task", "lm")}')
     model = Model(GPTConfig(**model_args))
@@ -258,13 +259,14 @@ scaler = torch.amp.GradScaler(device_type, enabled=dtype == 'float16')  # fp16 o
 optimizer = model.configure_optimizers(weight_decay, learning_rate, (beta1, beta2), device_type)
 
 # ----------------------------------------------------------------------------- resume (2/2): the run's state
-log_rows = []  # log.csv rows to keep
+log_rows, evaluated_at = [], -1  # log.csv rows to keep; the iteration the checkpoint's run last evaluated at
 if ckpt is not None:
     user_error(model.load_state, {k.removeprefix('_orig_mod.').removeprefix('module.'): v for k, v in ckpt['model'].items()})
     user_error(optimizer.load_state_dict, ckpt['optimizer'])
     if ckpt.get('scaler'):
         scaler.load_state_dict(ckpt['scaler'])
     iter_num, best_val_loss = ckpt['iter_num'], ckpt['best_val_loss']
+    evaluated_at = iter_num if ckpt.get('evaluated', True) else -1  # False: saved on a signal, before evaluating
     rngs = ckpt.get('rng') or []
     if rank < len(rngs) and ckpt.get('world_size') == world_size:  # dropout continues exactly as it would have
         torch.set_rng_state(rngs[rank]['torch'])
@@ -339,8 +341,7 @@ def estimate_loss(splits=('train', 'val'), with_hellaswag=False):
                 logits, loss = model(x, y, **step_kwargs)
             terms = (y != -1).sum().item()
             total, count = total + loss.item() * terms, count + terms
-            if task == 'classify':
-                correct += (logits.argmax(-1) == y).sum().item()
+            correct += (logits.argmax(-1) == y).sum().item() if task == 'classify' else 0
         total, count, correct = all_sum([total, count, correct])
         out[split] = total / count
         if task == 'classify':
@@ -348,7 +349,7 @@ def estimate_loss(splits=('train', 'val'), with_hellaswag=False):
     model.train()
     return out
 
-def save_checkpoint():
+def save_checkpoint(evaluated=True):
     """Called on every rank (it gathers each rank's RNG state); rank 0 writes, atomically."""
     rng = dict(torch=torch.get_rng_state(), **({'cuda': torch.cuda.get_rng_state(device)} if device_type == 'cuda' else {}))
     rngs = [rng] * world_size
@@ -359,7 +360,7 @@ def save_checkpoint():
     ck = dict(model=raw_model.state_dict(), optimizer=optimizer.state_dict(),
               scaler=scaler.state_dict() if scaler.is_enabled() else None, model_args=model_args,
               iter_num=iter_num, best_val_loss=best_val_loss, config=config, rng=rngs, world_size=world_size,
-              classes=classes, device=device, dtype=dtype)
+              classes=classes, device=device, dtype=dtype, evaluated=evaluated)
     t = time.time()
     user_error(settings.write_checkpoint, os.path.join(out_dir, 'ckpt.pt'), ck)
     print(f'saved checkpoint at iteration {iter_num} to {out_dir}/ckpt.pt ({time.time() - t:.1f} s)')
@@ -378,6 +379,8 @@ def write_log(p, rows, mode='a'):
 
 if master and not eval_only:
     os.makedirs(out_dir, exist_ok=True)
+    if init_from != 'resume' and os.path.exists(log_path):  # a run stopped before its first checkpoint: its log aside
+        os.replace(log_path, f'{log_path}.{time.strftime("%Y%m%d-%H%M%S")}')
     settings.atomic_write(log_path, lambda p: write_log(p, log_rows, 'w'))  # the header, and a resumed run's rows
     if wandb_log:
         import wandb
@@ -415,8 +418,7 @@ while True:
     for group in optimizer.param_groups:
         group['lr'] = lr
     due = iter_num % eval_interval == 0 or iter_num == max_iters
-    logged = iter_num == first_iter and init_from == 'resume'  # the checkpoint's run evaluated here already
-    if eval_only or due and not logged:
+    if eval_only or due and iter_num != evaluated_at:  # (a resumed run evaluated there already)
         losses = estimate_loss(with_hellaswag=hellaswag_interval > 0 and (eval_only or iter_num % hellaswag_interval == 0))
         if master:
             print(f"iter {iter_num}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}"
@@ -426,7 +428,7 @@ while True:
         log(kind='eval', iter=iter_num, loss=round(losses['train'], 6), val_loss=round(losses['val'], 6), lr=lr,
             **{k: round(v, 4) for k, v in losses.items() if k in ('train_acc', 'val_acc', 'hellaswag')})
         if not math.isfinite(losses['val']):
-            die(f"val loss is {losses['val']} at iteration {iter_num}: stopping; the last good checkpoint is kept")
+            die(f"val loss is {losses['val']} at iteration {iter_num}: stopping, saving nothing over {out_dir}/ckpt.pt")
         improved = losses['val'] < best_val_loss
         best_val_loss = min(best_val_loss, losses['val'])
         if eval_only:
@@ -455,8 +457,8 @@ while True:
     loss_all, stops, n_tokens = all_sum([float(loss_sum), float(stop_signal is not None), float(x.numel())])
     loss_all /= world_size
     if not math.isfinite(loss_all):
-        die(f'loss is {loss_all} at iteration {iter_num}: stopping before the optimizer step; the last good '
-            f'checkpoint in {out_dir} is kept (try a lower learning_rate, or dtype=bfloat16/float32)')
+        die(f'loss is {loss_all} at iteration {iter_num}: stopping before the optimizer step, saving nothing over '
+            f'{out_dir}/ckpt.pt (try a lower learning_rate, or dtype=bfloat16/float32)')
     grad_norm = ''
     if grad_clip > 0:
         scaler.unscale_(optimizer)
@@ -484,7 +486,7 @@ while True:
     if stops:
         if master:
             print(f'stopping on {stop_signal or "a signal to another rank"} at iteration {iter_num}')
-        save_checkpoint()
+        save_checkpoint(evaluated=False)
         break
 
 if task == 'classify' and 'test' in examples and not stops:  # the held-out figure, once, at the end
