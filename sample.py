@@ -184,8 +184,8 @@ try:
             except (EOFError, KeyboardInterrupt):
                 print()
                 break
-            print('GPT: ', end='', flush=True)
-            try:
+            try:  # (the print inside: a Ctrl-C right after it stops this reply too, not the program)
+                print('GPT: ', end='', flush=True)
                 if model.config.n_classes:
                     classify(prompt)
                 else:

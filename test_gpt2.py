@@ -224,6 +224,15 @@ def test_clear_errors(tiny, tmp_path):
     json.dump({**cfg, 'n_embd': 64}, open(tmp_path / 'config.json', 'w'))
     with pytest.raises(ValueError, match=r'checkpoint weight \S+ has shape \(\d+,.*\) but the config .*n_embd=64.* needs'):
         GPT.from_pretrained(str(tmp_path))
+    for broken, msg in [({k: v for k, v in cfg.items() if k != 'n_positions'}, "KeyError: 'n_positions'"),
+                        ({**cfg, 'n_layer': '2'}, 'TypeError: its sizes must be positive integers')]:
+        json.dump(broken, open(tmp_path / 'config.json', 'w'))
+        with pytest.raises(ValueError, match=f'has no usable GPT-2 config.json .*{msg}'):
+            GPT.from_pretrained(str(tmp_path))
+    json.dump(cfg, open(tmp_path / 'config.json', 'w'))
+    (tmp_path / 'model.safetensors').write_bytes(b'not a safetensors file at all')
+    with pytest.raises(ValueError, match='cannot read the weights model.safetensors or pytorch_model.bin in'):
+        GPT.from_pretrained(str(tmp_path))
     with pytest.raises(ValueError, match='lacks'):
         GPT(ours.config).load_state({})
     copy = GPT(ours.config)

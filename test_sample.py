@@ -38,8 +38,8 @@ def reader(stream, q):
 
 def wait_for(q, text, seen, timeout=60):
     """Read the child's output until text shows up after what was seen so far; return all of it."""
-    deadline = time.time() + timeout
-    while text not in seen:
+    deadline, start = time.time() + timeout, len(seen)
+    while text not in seen[start:]:
         try:
             seen += q.get(timeout=max(0.0, deadline - time.time()))
         except queue.Empty:

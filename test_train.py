@@ -228,6 +228,7 @@ def foreign_file(path):
     (['NOTPICKLE'], 'meta.pkl is not a character vocabulary of vocab_size, stoi and itos'),
     (['EVILPICKLE'], 'UnpicklingError: it names posix.system'),
     (['--n_embd=33'], 'n_embd=33 must be a multiple of n_head=2'),
+    (['ODDBIN'], 'has an odd number of bytes, so it is not uint16 token ids: prepare it again'),
     (['--init_from=resume', 'OTHERVOCAB'], "the model's vocabulary has 16 tokens but other's has 50257"),
     (['--hellaswag_interval=1'], 'HellaSwag is GPT-2 BPE text: a 16-symbol model cannot read it'),
     (['--task=classify'], 'task=classify reads sms_spam'),
@@ -242,6 +243,9 @@ def test_bad_input_is_one_line(tmp, flags, message):
     if 'BIGGER' in flags or 'DEEPER' in flags or 'AGAIN' in flags:
         train(tmp, 'out', '--max_iters=1')
         flags = flags + ['--block_size=32' if 'BIGGER' in flags else '--n_layer=4' if 'DEEPER' in flags else '--max_iters=2']
+    if 'ODDBIN' in flags:
+        with open(tmp / 'data' / 'tiny' / 'val.bin', 'ab') as f:
+            f.write(b'x')
     if 'EMPTY' in flags:
         (tmp / 'out').mkdir()
         (tmp / 'out' / 'ckpt.pt').write_bytes(b'')

@@ -149,9 +149,8 @@ autocast = contextlib.nullcontext() if dtype == 'float32' else torch.autocast(de
 
 # ----------------------------------------------------------------------------- data: token streams
 path = os.path.join(data_dir, dataset)
-# Each kind of draw has its own random stream, seeded by (seed, stream, iteration): evaluation batches are the
-# same at every evaluation of a run, and drawing them never moves the training draws. (The ids are the ones of
-# earlier versions, so their runs resume onto the same batches.)
+# Each kind of draw has its own random stream, seeded by (seed, stream, iteration): evaluation batches are the same
+# at every evaluation, and drawing them never moves the training draws (ids as before, so older runs resume alike)
 STREAMS = {('train', False): 0, ('train', True): 2, ('val', True): 3}
 vocab_size = 50257  # GPT-2 BPE, when prepare.py wrote no meta.pkl (the model pads it to 50304 itself)
 if task == 'lm':
@@ -162,6 +161,8 @@ if task == 'lm':
     data_len = {s: os.path.getsize(os.path.join(path, f'{s}.bin')) // 2 for s in ('train', 'val')}
     if os.path.exists(os.path.join(path, 'meta.pkl')):
         vocab_size = user_error(settings.read_meta, os.path.join(path, 'meta.pkl'))['vocab_size']
+    if any(os.path.getsize(os.path.join(path, f'{s}.bin')) % 2 for s in data_len):
+        die(f'a .bin file in {path} has an odd number of bytes, so it is not uint16 token ids: prepare it again')
     if min(data_len.values()) <= block_size:
         s = min(data_len, key=data_len.get)
         die(f'block_size={block_size} is larger than the data: {s}.bin has only {data_len[s]} tokens')
@@ -300,12 +301,11 @@ PEAKS = {
 }
 name = torch.cuda.get_device_name(device) if device_type == 'cuda' else device_type
 half, full = next((p for key, p in PEAKS.items() if key in name), (0.0, 0.0))
-peak = peak_flops or (full if dtype == 'float32' else half) * (torch.get_num_threads() if device_type == 'cpu' else 1)
+frozen = task == 'instruct' or trainable_layers >= 0 or lora_rank > 0  # no MFU: no weight gradients, or a varying head
+peak = 0 if frozen else peak_flops or (full if dtype == 'float32' else half) * (torch.get_num_threads() if device_type == 'cpu' else 1)
 cfg = raw_model.config  # forward+backward FLOPs per token: 6 per weight plus attention (PaLM appendix B)
 flops_per_token = 6 * (raw_model.num_params() - (cfg.vocab_size * cfg.n_embd if cfg.n_classes else 0)) \
     + 12 * cfg.n_layer * cfg.n_embd * cfg.block_size  # (a classifier has no LM head)
-if task == 'instruct' or trainable_layers >= 0 or lora_rank > 0:
-    peak = 0  # no MFU: frozen weights need no weight gradients, and instruct's LM head runs on a varying share
 
 def get_lr(it):  # linear warmup (above 0 at it=0), cosine from learning_rate down to min_lr at lr_decay_iters
     if not decay_lr:
