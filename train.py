@@ -6,7 +6,6 @@ $ python train.py config/train_shakespeare_char.py       # a config file of glob
 $ torchrun --standalone --nproc_per_node=8 train.py config/train_gpt2.py   # DDP on 8 GPUs
 $ python train.py config/train_gpt2.py --init_from=resume  # continue exactly where it stopped
 $ python train.py --help                                 # every setting, its default and what it does
-
 Batches are a pure function of (seed, iteration), so 2 processes, 4 micro-steps of batch B and a resumed
 run all see the rows one uninterrupted process with batch 4B sees. Fine-tuning changes only the data.
 """
@@ -96,12 +95,10 @@ def user_error(fn, *a, **kw):  # gpt2.py raises ValueError for what a user can f
         die(str(e))
 
 # ----------------------------------------------------------------------------- resume (1/2): the run's settings
-ckpt = None
-if init_from == 'resume':
-    ckpt = user_error(settings.read_checkpoint, os.path.join(out_dir, 'ckpt.pt'))
-    for k, v in ckpt['config'].items():  # the run goes on with its own settings; what was given now wins
-        if k in _defaults and k not in _given and k not in ('init_from', 'out_dir', 'eval_only'):
-            globals()[k] = 'auto' if v == '' and _defaults[k] == 'auto' else v  # older checkpoints said ''
+ckpt = user_error(settings.read_checkpoint, os.path.join(out_dir, 'ckpt.pt')) if init_from == 'resume' else None
+for k, v in (ckpt['config'] if ckpt else {}).items():  # a resumed run goes on with its own settings; given ones win
+    if k in _defaults and k not in _given and k not in ('init_from', 'out_dir', 'eval_only'):
+        globals()[k] = 'auto' if v == '' and _defaults[k] == 'auto' else v  # older checkpoints said ''
 config = {k: globals()[k] for k in _defaults}  # saved in every checkpoint: the exact settings of the run
 
 # ----------------------------------------------------------------------------- checks, processes, device
@@ -122,22 +119,31 @@ master = rank == 0
 if device == 'auto':
     device = 'cuda' if torch.cuda.is_available() else 'mps' if torch.backends.mps.is_available() else 'cpu'
 device_type = device.split(':')[0]
-if ddp and device_type == 'cuda':
-    device = f'cuda:{local_rank}'
+if device_type == 'cuda' and not torch.cuda.is_available():
+    die(f'device {device} asked for, but torch sees no CUDA GPU: use --device=cpu')
 if device_type == 'cuda':
-    if not torch.cuda.is_available():
-        die(f'device {device} asked for, but torch sees no CUDA GPU: use --device=cpu')
+    device = f'cuda:{local_rank}' if ddp else device
     torch.cuda.set_device(device)
 if gradient_accumulation_steps % world_size and not eval_only:  # it is the total over all ranks
     config['gradient_accumulation_steps'] = gradient_accumulation_steps = -(-gradient_accumulation_steps // world_size) * world_size
     if master:
         print(f'note: gradient_accumulation_steps rounded up to {gradient_accumulation_steps}, a multiple of the {world_size} processes')
 micro_steps = gradient_accumulation_steps // world_size  # this rank's share
+
+def cpu_flops(dt, n=1024):  # FLOP/s of n x n matmuls in dtype dt on this CPU, measured in a few ms
+    a = torch.randn(n, n, dtype=dt)
+    a @ a  # warm-up
+    t = time.perf_counter()
+    a @ a @ a
+    return 4 * n ** 3 / (time.perf_counter() - t)
+
+# A CPU's bf16 is worth autocast only where its matmuls are faster, which no flag tells: measured, a Zen4 with
+# AVX512-BF16 ran them 2.3x faster than float32, a Xeon with the same flag 0.55x as fast. They are also MFU's peak.
+cpu_peak = {d: cpu_flops(getattr(torch, d)) for d in ('float32', 'bfloat16')} if device_type == 'cpu' else {}
 if dtype == 'auto' and device_type == 'cuda':
     dtype = 'bfloat16' if torch.cuda.is_bf16_supported() else 'float16'
-elif dtype == 'auto':  # CPUs with AVX512-BF16 or AMX do bf16 natively; torch's check is private: without it, float32
-    has_bf16 = getattr(torch.ops.mkldnn, '_is_mkldnn_bf16_supported', lambda: False)
-    dtype = 'bfloat16' if device_type == 'cpu' and has_bf16() else 'float32'
+elif dtype == 'auto':  # mps: float32
+    dtype = 'bfloat16' if cpu_peak and cpu_peak['bfloat16'] > 1.2 * cpu_peak['float32'] else 'float32'
 compile = device_type == 'cuda' and platform.system() != 'Windows' if compile is None else compile
 if ddp:
     import torch.distributed as dist
@@ -149,8 +155,8 @@ autocast = contextlib.nullcontext() if dtype == 'float32' else torch.autocast(de
 
 # ----------------------------------------------------------------------------- data: token streams
 path = os.path.join(data_dir, dataset)
-# Each kind of draw has its own random stream, seeded by (seed, stream, iteration): evaluation batches are the same
-# at every evaluation, and drawing them never moves the training draws (ids as before, so older runs resume alike)
+# a random stream per kind of draw, seeded by (seed, stream, iteration): evaluation batches stay the same, and
+# drawing them never moves the training draws (ids as before, so older runs resume alike)
 STREAMS = {('train', False): 0, ('train', True): 2, ('val', True): 3}
 vocab_size = 50257  # GPT-2 BPE, when prepare.py wrote no meta.pkl (the model pads it to 50304 itself)
 if task == 'lm':
@@ -178,7 +184,6 @@ def get_batch(split, it, evaluation=False):
     # resident set (nanoGPT #287), while opening one costs a few syscalls, nothing next to a step.
     data = np.memmap(os.path.join(path, f'{split}.bin'), dtype=np.uint16, mode='r')
     xy = torch.from_numpy(np.stack([data[i:i + block_size + 1] for i in ix]).astype(np.int64))
-    del data
     x, y = xy[:, :-1], xy[:, 1:]
     if device_type == 'cuda':  # pinned, asynchronous copy to the GPU
         return x.pin_memory().to(device, non_blocking=True), y.pin_memory().to(device, non_blocking=True)
@@ -197,8 +202,7 @@ if task != 'lm':
     examples = user_error(load_examples, path, task)
     classes = examples['train']['classes'].tolist() if task == 'classify' else None
     data_len = {s: len(z['offsets']) - 1 for s, z in examples.items()}  # examples per split
-    n_eval = {s: -(-n // batch_size) for s, n in data_len.items()}  # val and test whole ...
-    n_eval['train'] = min(n_eval['train'], eval_iters)  # ... train as before
+    n_eval = {s: min(-(-n // batch_size), eval_iters if s == 'train' else n) for s, n in data_len.items()}  # val, test whole
     cut = sum(int((z['prompt_lens'] >= block_size).sum()) for z in examples.values()) if task == 'instruct' else 0
     if cut and master:  # a response cut off entirely carries no loss at all
         print(f'warning: {cut} examples have prompts of block_size={block_size} tokens or more: no response '
@@ -217,14 +221,12 @@ if task != 'lm':
 if hellaswag_interval:
     import hellaswag
     if task == 'classify' or vocab_size != 50257:
-        die(f"HellaSwag is GPT-2 BPE text: {'a classifier' if task == 'classify' else f'a {vocab_size}-symbol model'} "
-            'cannot read it (set hellaswag_interval=0)')
+        die(f"HellaSwag is GPT-2 BPE text: {'a classifier' if task == 'classify' else f'a {vocab_size}-symbol model'} cannot read it")
     hs = user_error(hellaswag.load, hellaswag_input or os.path.join(data_dir, 'hellaswag', hellaswag.FILE), not hellaswag_input)
 
 # ----------------------------------------------------------------------------- model
 Model = GPTClassifier if task == 'classify' else GPT
 step_kwargs = dict(loss_only=True) if task == 'instruct' else {}  # instruct: the LM head on response tokens only
-iter_num, best_val_loss = 0, float('inf')
 if init_from == 'scratch':
     model_args = dict(block_size=block_size, vocab_size=vocab_size, n_layer=n_layer, n_head=n_head,
                       n_embd=n_embd, dropout=dropout, bias=bias, n_classes=len(classes or []))
@@ -260,6 +262,7 @@ scaler = torch.amp.GradScaler(device_type, enabled=dtype == 'float16')  # fp16 o
 optimizer = model.configure_optimizers(weight_decay, learning_rate, (beta1, beta2), device_type)
 
 # ----------------------------------------------------------------------------- resume (2/2): the run's state
+iter_num, best_val_loss = 0, float('inf')
 log_rows, evaluated_at = [], -1  # log.csv rows to keep; the iteration the checkpoint's run last evaluated at
 if ckpt is not None:
     user_error(model.load_state, {k.removeprefix('_orig_mod.').removeprefix('module.'): v for k, v in ckpt['model'].items()})
@@ -274,8 +277,7 @@ if ckpt is not None:
         if device_type == 'cuda' and 'cuda' in rngs[rank]:
             torch.cuda.set_rng_state(rngs[rank]['cuda'], device)
     elif master:
-        print(f"warning: the checkpoint was written by {ckpt.get('world_size')} process(es), this run has "
-              f'{world_size}: dropout masks will differ from an uninterrupted run (the batches will not)')
+        print(f"warning: the checkpoint is of {ckpt.get('world_size')} process(es), this run {world_size}: dropout will differ")
     for k in ('batch_size', 'gradient_accumulation_steps', 'seed', 'dataset'):
         if master and ckpt['config'].get(k) != config[k]:
             print(f"warning: {k}={config[k]!r} differs from the checkpoint's {ckpt['config'].get(k)!r}: "
@@ -292,17 +294,16 @@ if compile:
 if ddp:
     model = DDP(model, device_ids=[local_rank] if device_type == 'cuda' else None)
 
-# Peak dense FLOP/s per device name (substring match): (bf16/fp16, fp32; for cuda TF32, which is on). The CPU
-# figures are per core, from 2048x2048 matmuls on a 2-core Zen4 EPYC (415 / 180 GFLOP/s): rough elsewhere.
+# Peak dense FLOP/s of GPUs by name (substring match): (bf16/fp16, fp32 as TF32); a CPU's is its measured matmul rate
 PEAKS = {
     'H200': (989e12, 494e12), 'H100': (989e12, 494e12), 'A100': (312e12, 156e12), 'A10G': (70e12, 35e12),
     'L4': (121e12, 60e12), 'L40S': (362e12, 183e12), '4090': (165e12, 83e12), '3090': (71e12, 36e12),
-    'V100': (125e12, 15.7e12), 'T4': (65e12, 8.1e12), 'cpu': (207.5e9, 90e9),
+    'V100': (125e12, 15.7e12), 'T4': (65e12, 8.1e12),
 }
-name = torch.cuda.get_device_name(device) if device_type == 'cuda' else device_type
-half, full = next((p for key, p in PEAKS.items() if key in name), (0.0, 0.0))
+half, full = next((p for key, p in PEAKS.items() if device_type == 'cuda' and key in torch.cuda.get_device_name(device)),
+                  (cpu_peak.get('bfloat16', 0), cpu_peak.get('float32', 0)))
 frozen = task == 'instruct' or trainable_layers >= 0 or lora_rank > 0  # no MFU: no weight gradients, or a varying head
-peak = 0 if frozen else peak_flops or (full if dtype == 'float32' else half) * (torch.get_num_threads() if device_type == 'cpu' else 1)
+peak = 0 if frozen else peak_flops or (full if dtype == 'float32' else half)
 cfg = raw_model.config  # forward+backward FLOPs per token: 6 per weight plus attention (PaLM appendix B)
 flops_per_token = 6 * (raw_model.num_params() - (cfg.vocab_size * cfg.n_embd if cfg.n_classes else 0)) \
     + 12 * cfg.n_layer * cfg.n_embd * cfg.block_size  # (a classifier has no LM head)
@@ -408,11 +409,10 @@ signal.signal(signal.SIGTERM, on_signal)
 
 # ----------------------------------------------------------------------------- training loop
 if master:
-    print(f'{raw_model.num_params() / 1e6:.2f}M parameters, vocabulary {vocab_size}; {world_size} process(es) on {device} in '
-          f'{dtype}{" compiled" if compile else ""}; {gradient_accumulation_steps} x {batch_size} x {block_size} tokens per '
-          f'iteration{" at most (examples are padded to their batch)" if task != "lm" else ""}; iteration {iter_num} of {max_iters}')
-first_iter, stops = iter_num, 0.0
-timed, n_timed, timed_tokens = 0.0, 0, 0.0
+    print(f'{raw_model.num_params() / 1e6:.2f}M parameters, vocabulary {vocab_size}; {world_size} process(es) on {device} in {dtype}'
+          f'{" compiled" if compile else ""}; {gradient_accumulation_steps} x {batch_size} x {block_size} tokens per iteration'
+          f'{" at most (examples are padded)" if task != "lm" else ""}; iteration {iter_num} of {max_iters}')
+first_iter, stops, timed, n_timed, timed_tokens = iter_num, 0.0, 0.0, 0, 0.0
 while True:
     lr = get_lr(iter_num)
     for group in optimizer.param_groups:
