@@ -171,6 +171,10 @@ if device == 'cpu' and (threads or model.num_params() < 30e6):
     torch.set_num_threads(threads or 1)
 if compile:
     model.hidden = torch.compile(model.hidden, dynamic=True)
+try:  # a prompt it cannot read is one line, before anything is printed
+    ids = None if interactive or model.config.n_classes else prompt_ids(start)
+except ValueError as e:
+    die(e)
 print(f'{init_from if init_from != "resume" else out_dir}: {model.num_params() / 1e6:.1f}M parameters, '
       f'{device}, {dtype}', file=sys.stderr)
 
@@ -202,10 +206,6 @@ try:
         except ValueError as e:
             die(e)
     else:
-        try:
-            ids = prompt_ids(start)  # before anything is printed: a prompt it cannot read is one line
-        except ValueError as e:
-            die(e)
         for k in range(num_samples):
             print('' if instruct else start, end='')
             n, dt = sample(ids, k)

@@ -97,3 +97,20 @@ def test_bad_settings_are_one_line(folder, flag, message):
                        capture_output=True, text=True, timeout=120)
     lines = p.stderr.strip().splitlines()
     assert p.returncode == 1 and len(lines) == 1 and message in lines[0] and p.stdout == '', p.stderr
+
+
+def test_characters_a_char_model_never_saw_are_one_line_and_nothing_is_printed(tmp_path):
+    import pickle
+
+    import numpy as np
+    d = tmp_path / 'data' / 'abc'
+    d.mkdir(parents=True)
+    for split in ('train', 'val'):
+        np.random.default_rng(0).integers(0, 3, 500).astype(np.uint16).tofile(d / f'{split}.bin')
+    pickle.dump(dict(vocab_size=3, stoi={'a': 0, 'b': 1, 'c': 2}, itos={0: 'a', 1: 'b', 2: 'c'}), open(d / 'meta.pkl', 'wb'))
+    subprocess.run([sys.executable, os.path.join(HERE, 'train.py'), '--dataset=abc', f'--data_dir={tmp_path / "data"}',
+                    f'--out_dir={tmp_path / "out"}', '--n_layer=1', '--n_head=1', '--n_embd=8', '--block_size=8',
+                    '--max_iters=1', '--eval_iters=1', '--device=cpu', '--compile=False'], check=True, capture_output=True)
+    p = subprocess.run([sys.executable, os.path.join(HERE, 'sample.py'), f'--out_dir={tmp_path / "out"}', '--start=abXY'],
+                       cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert p.returncode == 1 and p.stdout == '' and p.stderr == "sample.py: the prompt has characters this model never saw: 'XY'\n"
