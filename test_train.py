@@ -393,3 +393,32 @@ def test_the_log_of_a_run_that_saved_no_checkpoint_is_kept_aside(tmp):
     aside = [f for f in os.listdir(tmp / 'out') if f.startswith('log.csv.')]
     assert len(aside) == 1 and (tmp / 'out' / aside[0]).read_text() == 'kind,iter,loss\ntrain,0,4.2\n'
     assert [r['iter'] for r in log_rows(tmp, 'out')] == ['0', '1']
+
+
+def test_a_rank_killed_with_sigkill_ends_the_others_and_the_run_resumes(tmp):
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        port = s.getsockname()[1]
+    cmd = [sys.executable, '-m', 'torch.distributed.run', '--nproc_per_node=2', '--nnodes=1', '--master_addr=127.0.0.1',
+           f'--master_port={port}', TRAIN, f'--data_dir={tmp / "data"}', '--dataset=tiny', f'--out_dir={tmp / "out"}', *TINY,
+           '--gradient_accumulation_steps=2', '--eval_interval=5', '--max_iters=1000000', '--lr_decay_iters=1000000']
+    p = subprocess.Popen(cmd, cwd=tmp, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline and not (tmp / 'out' / 'ckpt.pt').exists():
+            time.sleep(0.2)
+        assert (tmp / 'out' / 'ckpt.pt').exists(), 'no checkpoint within 120 s'
+        with open(f'/proc/{p.pid}/task/{p.pid}/children') as f:
+            workers = [int(c) for c in f.read().split()]
+        assert len(workers) == 2
+        t = time.time()
+        os.kill(workers[1], signal.SIGKILL)  # rank 1 dies without a word, as under the OOM killer
+        p.communicate(timeout=60)  # the agent ends rank 0 too: no hang
+        assert p.returncode != 0 and time.time() - t < 60
+        assert all(not os.path.exists(f'/proc/{w}') or open(f'/proc/{w}/stat').read().split()[2] == 'Z' for w in workers)
+    finally:
+        p.kill()
+    n = ckpt(tmp, 'out')['iter_num']
+    assert n >= 5 and n % 5 == 0  # the last checkpoint, written at an evaluation, whole
+    train(tmp, 'out', '--init_from=resume', f'--max_iters={n + 2}', '--gradient_accumulation_steps=2', nproc=2)
+    assert ckpt(tmp, 'out')['iter_num'] == n + 2
