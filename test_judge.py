@@ -47,8 +47,8 @@ def server():
 
         def do_POST(self):
             body = json.loads(self.rfile.read(int(self.headers['Content-Length'])))
-            state['log'].append((self.path, body, dict(self.headers)))
-            act = state['plan'].pop(0) if state['plan'] else 'ok'
+            act = state['plan'].pop(0) if state['plan'] else 'ok'  # before the log: a test that waits on the log
+            state['log'].append((self.path, body, dict(self.headers)))  # may set the next plan at once
             prompt = body['messages'][0]['content']
             text = "I think it's good" if act == 'malformed' else str(score_of(prompt))
             if act == 'drop':
@@ -96,7 +96,7 @@ def py(cwd, script, *args, env=ENV):
 
 def judge_py(cwd, server, *args, env=ENV):
     return py(cwd, 'judge.py', '--out_dir=out', f'--judge_url={server["url"]}', f'--limit={N}', '--max_new_tokens=8',
-              '--device=cpu', '--timeout=1', '--backoff=0.01', *args, env=env)
+              '--device=cpu', '--timeout=30', '--backoff=0.01', *args, env=env)  # 30 s: a loaded machine retries nothing
 
 
 def rows(path):
@@ -217,9 +217,9 @@ def test_parse_score_takes_only_an_integer_0_to_100():
 def test_survives_a_dropped_connection_a_500_and_a_slow_reply(run, fresh):
     fresh['plan'][:] = ['drop', '500', 'slow']
     t0 = time.time()
-    p = judge_py(run, fresh, '--retries=3')
+    p = judge_py(run, fresh, '--retries=3', '--timeout=1')  # the slow reply takes 1.5 s
     assert p.returncode == 0, p.stderr[-3000:]
-    assert len(fresh['log']) == N + 3  # the first record's request, three times again
+    assert len(fresh['log']) >= N + 3  # the first record's request, three times again (more if the machine is slow)
     judged = rows(run / 'out' / 'judged-llama3.jsonl')
     assert len(judged) == N and all(r['score'] is not None for r in judged)
     check_scores(judged, fresh['log'])
