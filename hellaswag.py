@@ -36,15 +36,9 @@ def load(path: str, download: bool = False) -> list:
     if not os.path.exists(path) and not download:
         raise ValueError(f'no HellaSwag file at {path}: give a copy of {FILE}, or leave the setting empty to download it')
     if not os.path.exists(path):
-        import requests
-        try:
-            r = requests.get(URL, timeout=30)
-            r.raise_for_status()
-        except requests.RequestException as e:
-            raise ValueError(f'cannot download {URL} ({type(e).__name__}): pass a local copy of {FILE} '
-                             '(hellaswag.py --input=PATH, train.py --hellaswag_input=PATH)') from None
+        data = settings.download(URL, f'pass a local copy of {FILE} (hellaswag.py --input=PATH, train.py --hellaswag_input=PATH)')
         os.makedirs(os.path.dirname(path) or '.', exist_ok=True)
-        settings.atomic_write(path, lambda p: open(p, 'wb').write(r.content))
+        settings.atomic_write(path, lambda p: open(p, 'wb').write(data))
     try:
         with open(path, encoding='utf-8') as f:
             lines = f.read().split('\n')

@@ -245,14 +245,10 @@ def prepare_text(cfg: dict, out: str) -> None:
     finish(out, counts, meta)
 
 def fetch(url: str, what: str) -> bytes:
-    import requests
     try:
-        r = requests.get(url, timeout=30)
-        r.raise_for_status()
-    except requests.RequestException as e:
-        raise SystemExit(f"prepare.py: cannot download {url} ({type(e).__name__}): "
-                         f"pass --input=PATH to a local copy of {what}")
-    return r.content
+        return settings.download(url, f"pass --input=PATH to a local copy of {what}")
+    except ValueError as e:
+        raise SystemExit(f"prepare.py: {e}")
 
 def prepare_shakespeare(cfg: dict, out: str) -> None:
     if not cfg['input']:  # download once, next to the outputs, as nanoGPT does

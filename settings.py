@@ -1,7 +1,7 @@
 """
-What every script here shares (train.py, sample.py, prepare.py, hellaswag.py, the benches): the one
-settings mechanism, atomic file writes, and reading a train.py checkpoint. torch is imported only there,
-since prepare.py uses this module without it.
+What every script here shares (train.py, sample.py, prepare.py, hellaswag.py, plot.py, judge.py, the benches): the one
+settings mechanism, downloads, atomic file writes, and reading and writing train.py's checkpoints and meta.pkl.
+torch is imported only inside the checkpoint functions, since prepare.py uses this module without it.
 
 A script's settings are its module-level globals of plain values (int, float, bool, str, None), each
 with a comment that says what it does. configure() overrides them from python config files and then
@@ -133,6 +133,17 @@ def help_text(source: str, defaults: dict) -> str:
             out.append(text)
         under = bool(key) or under and lines[r - 1].lstrip().startswith('#  ')
     return '\n'.join(out)
+
+
+def download(url: str, fix: str) -> bytes:
+    """The bytes at url; no network, or an error status, is a ValueError that ends with fix (what to do instead)."""
+    import requests
+    try:
+        r = requests.get(url, timeout=30)
+        r.raise_for_status()
+    except requests.RequestException as e:
+        raise ValueError(f'cannot download {url} ({type(e).__name__}): {fix}') from None
+    return r.content
 
 
 def atomic_write(path: str, write) -> None:
