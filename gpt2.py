@@ -127,8 +127,7 @@ class GPT(nn.Module):
         T = idx.size(1)
         if pos + T > self.config.block_size:
             raise ValueError(f'sequence of {pos + T} tokens is longer than block_size={self.config.block_size}: crop it')
-        x = self.transformer.wte(idx) + self.transformer.wpe(torch.arange(pos, pos + T, device=idx.device))
-        x = self.transformer.drop(x)  # (B, T, n_embd)
+        x = self.transformer.drop(self.transformer.wte(idx) + self.transformer.wpe(torch.arange(pos, pos + T, device=idx.device)))
         for i, block in enumerate(self.transformer.h):
             x = block(x, None if cache is None else cache[i], pos)
         return self.transformer.ln_f(x)
@@ -153,16 +152,17 @@ class GPT(nn.Module):
         """Yield the next token of each row of idx (B, T) as a (B, 1) tensor, up to max_new_tokens times. A KV
         cache makes each step cost one position; past block_size every step reads the last block_size tokens
         afresh, exactly what a cache-less model sees. Rows that produced stop_token repeat it until all have."""
-        L = self.config.block_size
+        L, V = self.config.block_size, self.config.vocab_size
         gen = None if seed is None else torch.Generator(idx.device).manual_seed(seed)
-        head = self.lm_head.weight[:self.config.vocab_size].t()  # (n_embd, vocab): padding ids are never sampled
-        head = head.contiguous() if idx.device.type == 'cpu' else head  # in memory so, ~2x faster on CPUs for one row
+        # a plain head as (n_embd, vocab) in memory on CPUs, ~2x faster there for one row (a quantized one runs as it is)
+        head = self.lm_head.weight[:V].t().contiguous() if idx.device.type == 'cpu' and type(self.lm_head) is nn.Linear else None
         cache = [[] for _ in self.transformer.h]
         seq = new = idx[:, -L:]  # the visible window, and the part of it the cache lacks
         pos = 0
         done = torch.zeros(idx.size(0), dtype=torch.bool, device=idx.device)
         for _ in range(max_new_tokens):
-            logits = self.hidden(new, cache, pos)[:, -1] @ head  # (B, vocab): the last position only
+            h = self.hidden(new, cache, pos)[:, -1]  # (B, n_embd): the last position only
+            logits = h @ head if head is not None else self.lm_head(h)[:, :V]  # (B, vocab): padding ids never sampled
             pos += new.size(1)
             nxt = pick(logits, temperature, top_k, top_p, gen)
             if stop_token is not None:
@@ -183,13 +183,16 @@ class GPT(nn.Module):
 
     # ---------------------------------------------------------------- training helpers
 
-    def configure_optimizers(self, weight_decay, learning_rate, betas, device_type):
-        """AdamW; weight decay on matrices and embeddings only, not on biases and LayerNorm gains."""
-        params = [p for p in self.parameters() if p.requires_grad]
-        groups = [dict(params=[p for p in params if p.dim() >= 2], weight_decay=weight_decay),
-                  dict(params=[p for p in params if p.dim() < 2], weight_decay=0.0)]
+    def configure_optimizers(self, weight_decay, learning_rate, betas, device_type, optimizer='adamw'):
+        """[AdamW], decaying matrices and embeddings only (not biases and gains). optimizer='muon': [AdamW, Muon], Muon
+        for the blocks' weight matrices, its update scaled to AdamW's RMS (one learning rate serves both)."""
+        named = [(n, p) for n, p in self.named_parameters() if p.requires_grad]
+        muon = [p for n, p in named if optimizer == 'muon' and p.dim() == 2 and n.startswith('transformer.h.') and 'lora' not in n]
+        decay = [p for n, p in named if p.dim() >= 2 and all(p is not q for q in muon)]
+        groups = [dict(params=decay, weight_decay=weight_decay), dict(params=[p for n, p in named if p.dim() < 2], weight_decay=0.0)]
         fused = device_type in ('cuda', 'cpu')  # one kernel for all parameters; mps lacks it on older torch
-        return torch.optim.AdamW(groups, lr=learning_rate, betas=betas, fused=fused)
+        muon = [torch.optim.Muon(muon, lr=learning_rate, weight_decay=weight_decay, adjust_lr_fn='match_rms_adamw')] if muon else []
+        return [torch.optim.AdamW(groups, lr=learning_rate, betas=betas, fused=fused), *muon]
 
     def crop_block_size(self, block_size: int):
         """Shrink the context (e.g. to fine-tune GPT-2 on shorter sequences): keep the first position rows."""
@@ -226,8 +229,7 @@ class GPT(nn.Module):
                 continue  # tied to wte, which has its own name; old causal-mask buffers
             if k not in todo:
                 raise ValueError(f'checkpoint has an unexpected weight {k}: it is not a GPT-2 of this layout')
-            # ours has padding rows that a Hugging Face file lacks
-            dst = ours[k][:self.config.vocab_size] if hf and k == 'transformer.wte.weight' else ours[k]
+            dst = ours[k][:self.config.vocab_size] if hf and k == 'transformer.wte.weight' else ours[k]  # HF lacks our padding
             if dst.shape != v.shape:
                 raise ValueError(f'checkpoint weight {k} has shape {tuple(v.shape)} but the config '
                                  f'({self.config}) needs {tuple(dst.shape)}')
@@ -254,8 +256,7 @@ class GPT(nn.Module):
         try:
             with open(os.path.join(path, 'config.json')) as f:
                 hf = json.load(f)
-            cfg = dict(block_size=hf['n_positions'], vocab_size=hf['vocab_size'], n_layer=hf['n_layer'],
-                       n_head=hf['n_head'], n_embd=hf['n_embd'])
+            cfg = dict(block_size=hf['n_positions'], **{k: hf[k] for k in ('vocab_size', 'n_layer', 'n_head', 'n_embd')})
             if not all(type(v) is int and v > 0 for v in cfg.values()):
                 raise TypeError('its sizes must be positive integers')
         except (OSError, ValueError, KeyError, TypeError) as e:
@@ -373,8 +374,7 @@ class LoRALinear(nn.Linear):
         self.in_features, self.out_features, self.weight, self.bias = base.in_features, base.out_features, base.weight, base.bias
         self.lora_A = nn.Parameter(torch.randn(rank, self.in_features, device=base.weight.device) / self.in_features ** 0.5)
         self.lora_B = nn.Parameter(torch.zeros(self.out_features, rank, device=base.weight.device))
-        self.scale = alpha / rank
-        self.lora_dropout = Dropout(dropout)
+        self.scale, self.lora_dropout = alpha / rank, Dropout(dropout)
 
     def forward(self, x):
         return super().forward(x) + (self.lora_dropout(x) @ self.lora_A.t() @ self.lora_B.t()) * self.scale

@@ -365,10 +365,19 @@ def test_init_and_optimizer_groups():
     assert model.lm_head.weight is model.transformer.wte.weight
     assert abs(model.transformer.h[0].attn.c_attn.weight.std().item() - 0.02) < 0.002
     assert abs(model.transformer.h[0].mlp.c_proj.weight.std().item() - 0.02 / (2 * 8) ** 0.5) < 0.001
-    opt = model.configure_optimizers(0.1, 1e-3, (0.9, 0.95), 'cpu')
+    [opt] = model.configure_optimizers(0.1, 1e-3, (0.9, 0.95), 'cpu')
     decay, no_decay = opt.param_groups
     assert all(p.dim() == 2 for p in decay['params']) and all(p.dim() == 1 for p in no_decay['params'])
     assert len(decay['params']) + len(no_decay['params']) == len(list(model.parameters()))
+    # muon: the 4 weight matrices of each block go to Muon, everything else (embeddings, gains) stays with AdamW
+    adamw, muon = model.configure_optimizers(0.1, 1e-3, (0.9, 0.95), 'cpu', 'muon')
+    assert isinstance(muon, torch.optim.Muon) and isinstance(adamw, torch.optim.AdamW)
+    blocks = {id(m.weight) for b in model.transformer.h for m in (b.attn.c_attn, b.attn.c_proj, b.mlp.c_fc, b.mlp.c_proj)}
+    assert {id(p) for p in muon.param_groups[0]['params']} == blocks
+    rest = [p for g in adamw.param_groups for p in g['params']]
+    assert {id(p) for p in rest} == {id(p) for p in model.parameters()} - blocks and len(rest) == len(set(map(id, rest)))
+    model.add_lora(4, 8.0)  # LoRA: the frozen matrices train nothing, the adapters stay with AdamW
+    assert len(model.configure_optimizers(0.1, 1e-3, (0.9, 0.95), 'cpu', 'muon')) == 1
     # 124M: OpenAI's count, less the 1024x768 position embeddings
     assert GPT(GPTConfig()).num_params() == 124_439_808 - 1024 * 768
 
@@ -479,7 +488,7 @@ def test_sample_py_errors_are_one_line(tmp_path):
 # ---------------------------------------------------------------- fine-tuning: freezing, LoRA, classifier, HellaSwag
 
 def train_steps(model, idx, targets, steps=3):
-    opt = model.configure_optimizers(0.1, 1e-2, (0.9, 0.95), 'cpu')
+    [opt] = model.configure_optimizers(0.1, 1e-2, (0.9, 0.95), 'cpu')
     for _ in range(steps):
         _, loss = model(idx, targets)
         loss.backward()

@@ -120,8 +120,9 @@ def test_ddp_two_processes_equals_one(tmp, accum4):
     assert_same_weights(c['model'], accum4['model'])
 
 
-def test_resume_is_bit_identical(tmp):
-    flags = ['--dropout=0.1', '--eval_interval=3']  # dropout: the RNG state must be carried over too
+@pytest.mark.parametrize('optimizer', ['adamw', 'muon'])
+def test_resume_is_bit_identical(tmp, optimizer):
+    flags = ['--dropout=0.1', '--eval_interval=3', f'--optimizer={optimizer}']  # dropout: the RNG state must carry over too
     train(tmp, 'straight', *flags, '--max_iters=8')
     train(tmp, 'split', *flags, '--max_iters=4')
     assert ckpt(tmp, 'split')['iter_num'] == 4
@@ -133,6 +134,11 @@ def test_resume_is_bit_identical(tmp):
     assert b['iter_num'] == 8
     assert_same_weights(a['model'], b['model'], exact=True)
     assert_same_weights(a['optimizer']['state'][0], b['optimizer']['state'][0], exact=True)
+    assert len(a['muon']) == len(b['muon']) == (optimizer == 'muon')  # Muon's momentum is saved, and resumed from
+    for m, n in zip(a['muon'], b['muon']):
+        assert len(m['state']) == 8  # 2 blocks x 4 weight matrices
+        for i in m['state']:
+            assert_same_weights(m['state'][i], n['state'][i], exact=True)
     assert [r['loss'] for r in log_rows(tmp, 'straight')] == [r['loss'] for r in log_rows(tmp, 'split')]
     assert [r['iter'] for r in log_rows(tmp, 'split', 'eval')] == ['0', '3', '4', '6', '8']  # 4: end of the first part
 

@@ -50,7 +50,8 @@ n_head = 6  # attention heads per block (n_embd must be a multiple)
 n_embd = 384  # width of the embeddings and the residual stream
 dropout = 0.0  # 0 for pretraining; 0.1+ when fine-tuning or for small data
 bias = False  # biases in Linears and LayerNorms (GPT-2 has them; without is a little better and faster)
-# AdamW
+# optimizer
+optimizer = 'adamw'  # adamw | muon: Muon for the blocks' weight matrices, AdamW for the rest
 learning_rate = 1e-3  # peak learning rate
 max_iters = 5000  # total iterations (optimizer steps) of the run
 weight_decay = 1e-1  # on matrices and embeddings only
@@ -65,9 +66,8 @@ min_lr = 1e-4  # floor; usually learning_rate / 10
 # system
 backend = 'auto'  # DDP backend: auto picks nccl on cuda, gloo on cpu
 device = 'auto'  # auto picks cuda, then mps, then cpu; or e.g. cuda:1, cpu
-dtype = 'auto'  # float32 | bfloat16 | float16 (autocast). auto: bfloat16 on cuda GPUs and CPUs that have it
-#   (AVX512-BF16/AMX, where bench_train.py's 6x384 model ran 1.8-1.9x faster with the same loss curve),
-#   float16 + GradScaler on other cuda GPUs, float32 on mps and on CPUs without bf16 instructions
+dtype = 'auto'  # float32 | bfloat16 | float16 (autocast). auto: bfloat16 on cuda GPUs that have it, float16 + GradScaler
+#   on other cuda GPUs, float32 on mps; on a CPU bfloat16 only if its bf16 matmuls measure 1.2x faster than float32
 compile = None  # torch.compile the model; None picks True on cuda (not Windows), False elsewhere:
 #   compiling costs minutes of start-up, and fails on some setups (Windows, mps)
 seed = 1337  # model init, dropout and the batch draws all follow from it
@@ -105,7 +105,7 @@ config = {k: globals()[k] for k in _defaults}  # saved in every checkpoint: the 
 settings.check(globals(), __file__, minimum=dict(batch_size=1, block_size=1, gradient_accumulation_steps=1, eval_iters=1,
                eval_interval=1, log_interval=1, max_iters=0), fraction=('dropout', 'lora_dropout'),
                choices=dict(dtype=('auto', 'float32', 'bfloat16', 'float16'), compile=(None, True, False),
-                            task=('lm', 'classify', 'instruct')))
+                            task=('lm', 'classify', 'instruct'), optimizer=('adamw', 'muon')))
 if init_from not in ('scratch', 'resume', *PRESETS) and not os.path.isdir(init_from):
     die(f"unknown init_from {init_from!r}: use scratch, resume, {', '.join(PRESETS)}, or a Hugging Face GPT-2 folder")
 if os.path.exists(out_dir) and not os.path.isdir(out_dir):
@@ -259,14 +259,15 @@ elif trainable_layers >= 0:
     model.freeze(trainable_layers)
 model.to(device)
 scaler = torch.amp.GradScaler(device_type, enabled=dtype == 'float16')  # fp16 only: bf16 needs no scaling
-optimizer = model.configure_optimizers(weight_decay, learning_rate, (beta1, beta2), device_type)
+optimizers = model.configure_optimizers(weight_decay, learning_rate, (beta1, beta2), device_type, optimizer)
 
 # ----------------------------------------------------------------------------- resume (2/2): the run's state
 iter_num, best_val_loss = 0, float('inf')
 log_rows, evaluated_at = [], -1  # log.csv rows to keep; the iteration the checkpoint's run last evaluated at
 if ckpt is not None:
     user_error(model.load_state, {k.removeprefix('_orig_mod.').removeprefix('module.'): v for k, v in ckpt['model'].items()})
-    user_error(optimizer.load_state_dict, ckpt['optimizer'])
+    for opt, state in zip(optimizers, [ckpt['optimizer']] + ckpt.get('muon', [])):
+        user_error(opt.load_state_dict, state)
     if ckpt.get('scaler'):
         scaler.load_state_dict(ckpt['scaler'])
     iter_num, best_val_loss = ckpt['iter_num'], ckpt['best_val_loss']
@@ -295,11 +296,9 @@ if ddp:
     model = DDP(model, device_ids=[local_rank] if device_type == 'cuda' else None)
 
 # Peak dense FLOP/s of GPUs by name (substring match): (bf16/fp16, fp32 as TF32); a CPU's is its measured matmul rate
-PEAKS = {
-    'H200': (989e12, 494e12), 'H100': (989e12, 494e12), 'A100': (312e12, 156e12), 'A10G': (70e12, 35e12),
-    'L4': (121e12, 60e12), 'L40S': (362e12, 183e12), '4090': (165e12, 83e12), '3090': (71e12, 36e12),
-    'V100': (125e12, 15.7e12), 'T4': (65e12, 8.1e12),
-}
+PEAKS = {'H200': (989e12, 494e12), 'H100': (989e12, 494e12), 'A100': (312e12, 156e12), 'A10G': (70e12, 35e12),
+         'L4': (121e12, 60e12), 'L40S': (362e12, 183e12), '4090': (165e12, 83e12), '3090': (71e12, 36e12),
+         'V100': (125e12, 15.7e12), 'T4': (65e12, 8.1e12)}
 half, full = next((p for key, p in PEAKS.items() if device_type == 'cuda' and key in torch.cuda.get_device_name(device)),
                   (cpu_peak.get('bfloat16', 0), cpu_peak.get('float32', 0)))
 frozen = task == 'instruct' or trainable_layers >= 0 or lora_rank > 0  # no MFU: no weight gradients, or a varying head
@@ -309,8 +308,6 @@ flops_per_token = 6 * (raw_model.num_params() - (cfg.vocab_size * cfg.n_embd if 
     + 12 * cfg.n_layer * cfg.n_embd * cfg.block_size  # (a classifier has no LM head)
 
 def get_lr(it):  # linear warmup (above 0 at it=0), cosine from learning_rate down to min_lr at lr_decay_iters
-    if not decay_lr:
-        return learning_rate
     if it < warmup_iters:
         return learning_rate * (it + 1) / (warmup_iters + 1)
     if it >= lr_decay_iters:
@@ -358,7 +355,7 @@ def save_checkpoint(evaluated=True):
         dist.all_gather_object(rngs, rng)
     if not master:
         return
-    ck = dict(model=raw_model.state_dict(), optimizer=optimizer.state_dict(),
+    ck = dict(model=raw_model.state_dict(), optimizer=optimizers[0].state_dict(), muon=[o.state_dict() for o in optimizers[1:]],
               scaler=scaler.state_dict() if scaler.is_enabled() else None, model_args=model_args,
               iter_num=iter_num, best_val_loss=best_val_loss, config=config, rng=rngs, world_size=world_size,
               classes=classes, device=device, dtype=dtype, evaluated=evaluated)
@@ -414,8 +411,8 @@ if master:
           f'{" at most (examples are padded)" if task != "lm" else ""}; iteration {iter_num} of {max_iters}')
 first_iter, stops, timed, n_timed, timed_tokens = iter_num, 0.0, 0.0, 0, 0.0
 while True:
-    lr = get_lr(iter_num)
-    for group in optimizer.param_groups:
+    lr = get_lr(iter_num) if decay_lr else learning_rate
+    for group in (g for opt in optimizers for g in opt.param_groups):
         group['lr'] = lr
     due = iter_num % eval_interval == 0 or iter_num == max_iters
     if eval_only or due and iter_num != evaluated_at:  # (a resumed run evaluated there already)
@@ -461,11 +458,13 @@ while True:
             f'{out_dir}/ckpt.pt (try a lower learning_rate, or dtype=bfloat16/float32)')
     grad_norm = ''
     if grad_clip > 0:
-        scaler.unscale_(optimizer)
+        for opt in optimizers:
+            scaler.unscale_(opt)
         grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip))
-    scaler.step(optimizer)
+    for opt in optimizers:
+        scaler.step(opt)
+        opt.zero_grad(set_to_none=True)
     scaler.update()
-    optimizer.zero_grad(set_to_none=True)
     if device_type == 'cuda':
         torch.cuda.synchronize()
     timed += time.time() - t0
