@@ -29,9 +29,11 @@ def beam_search(model, idx, max_new_tokens, num_beams, eos=None, length_penalty=
                          f'tokens is longer than block_size={model.config.block_size}')
     if max_new_tokens == 0:
         return idx
-    head = model.lm_head.weight[:V].t()  # (n_embd, V): padding ids are never chosen
+    def head(h):  # (N, n_embd) -> (N, V) logits: padding ids are never chosen (a quantized head works too)
+        return model.lm_head(h)[:, :V]
+
     cache = [[] for _ in model.transformer.h]
-    logits = (model.hidden(idx, cache)[:, -1] @ head).repeat_interleave(k, 0)  # (B * k, V): the prompt once per row,
+    logits = head(model.hidden(idx, cache)[:, -1]).repeat_interleave(k, 0)  # (B * k, V): the prompt once per row,
     cache = [[kv.repeat_interleave(k, 0) for kv in c] for c in cache]  # and its keys and values copied to its k beams
     seqs = torch.full((B, k, L), stop, dtype=idx.dtype, device=dev)  # running beams
     seqs[:, :, :T] = idx[:, None]
@@ -64,7 +66,7 @@ def beam_search(model, idx, max_new_tokens, num_beams, eos=None, length_penalty=
         for c in cache:
             for kv in c:  # (B * k, n_head, block_size, head_size), filled up to t
                 kv[:, :, :t] = kv[:, :, :t].index_select(0, rows)
-        logits = model.hidden(seqs[:, :, t].reshape(B * k, 1), cache, t)[:, -1] @ head  # (B * k, V)
+        logits = head(model.hidden(seqs[:, :, t].reshape(B * k, 1), cache, t)[:, -1])  # (B * k, V)
     out = done[:, 0]  # (B, L) the best of each row; after its end, eos
     if eos is not None:  # crop to the longest: a hypothesis has eos only at its end (if it ended early)
         L = T + min(int((out[:, T:] != eos).sum(1).max()) + 1, max_new_tokens)

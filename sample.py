@@ -16,6 +16,7 @@ import torch
 
 import settings
 from beam import beam_search
+import quantize
 from gpt2 import GPT
 
 init_from = 'resume'  # resume (out_dir/ckpt.pt) | gpt2, gpt2-medium, gpt2-large, gpt2-xl | a Hugging Face GPT-2 folder
@@ -33,7 +34,8 @@ instruct = None  # wrap each prompt in the Alpaca template and print the respons
 interactive = False  # read prompts from the terminal in a loop instead of using start
 seed = 1337  # sample i uses seed + i, so every sample is reproducible alone
 device = 'auto'  # auto picks cuda, then mps, then cpu; or e.g. cpu, cuda:1
-dtype = 'auto'  # auto: bfloat16 on GPUs that have it, float16 on other GPUs, float32 on cpu; or name one
+dtype = 'auto'  # auto: bfloat16 on GPUs that have it, float16 on other GPUs, float32 on cpu; or name one. int8 (CPU):
+#   int8 weights and bf16 activations (quantize.py), 2-3x faster than float32 there; perplexity within 1% (BENCH.md)
 compile = False  # torch.compile the forward pass (needs a working compiler; helps on GPUs)
 threads = 0  # CPU threads; 0: one for models under 30M parameters (more threads only cost them), else torch's default
 settings.configure(globals(), sys.argv[1:], __file__)
@@ -138,8 +140,10 @@ if device.startswith('cuda') and not torch.cuda.is_available():
     die(f'device {device} asked for, but torch sees no CUDA GPU: use --device=cpu')
 if dtype == 'auto':
     dtype = 'float32' if not device.startswith('cuda') else 'bfloat16' if torch.cuda.is_bf16_supported() else 'float16'
-if dtype not in ('float32', 'bfloat16', 'float16'):
-    die(f'unknown dtype {dtype!r}: use auto, float32, bfloat16 or float16')
+if dtype not in ('float32', 'bfloat16', 'float16', 'int8'):
+    die(f'unknown dtype {dtype!r}: use auto, float32, bfloat16, float16 or int8 (CPU)')
+if dtype == 'int8' and device != 'cpu':
+    die(f'dtype=int8 is for CPUs (its kernel is torch\'s CPU one): on {device} use bfloat16 or float16')
 for bad, msg in ((temperature < 0, f'temperature must be >= 0 (0 is greedy), got {temperature}'),
                  (not (top_k is None or type(top_k) is int and top_k >= 1), f'top_k must be at least 1, or None for all tokens; got {top_k!r}'),
                  (not (top_p is None or type(top_p) in (int, float) and 0 < top_p <= 1), f'top_p must be in (0, 1], or None; got {top_p!r}'),
@@ -166,7 +170,12 @@ if instruct:
 else:
     def wrap(text):
         return text
-model.eval().to(device, getattr(torch, dtype))  # weights in dtype: no per-step casts as under autocast
+if dtype == 'int8':
+    quantize.int8(model)
+else:  # weights in dtype: no per-step casts as under autocast
+    model.eval().to(device, getattr(torch, dtype))
+    if device == 'cpu' and dtype == 'float32':
+        quantize.transpose_weights(model)
 if device == 'cpu' and (threads or model.num_params() < 30e6):
     torch.set_num_threads(threads or 1)
 if compile:

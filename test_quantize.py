@@ -1,0 +1,95 @@
+"""
+quantize.py: float32 weights kept (in, out) in memory change no output, and int8 weights stay within the stated
+tolerance of float32 (val perplexity within 1%) on a model trained here on real text. The oracles: transformers'
+greedy generation, and the float32 model itself.
+"""
+import copy
+import os
+
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+
+import quantize
+from gpt2 import GPT, GPTConfig
+
+SHAKESPEARE = os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', 'shared', 'data', 'tinyshakespeare', 'input.txt')
+
+
+def test_int8_linear_is_the_rounded_weight_times_its_row_scale():
+    torch.manual_seed(0)
+    lin = nn.Linear(64, 48)
+    q = quantize.Int8Linear(lin)
+    w = lin.weight.detach()
+    scale = w.abs().amax(1) / 127
+    assert q.q.dtype == torch.int8 and q.q.abs().max() == 127
+    # each weight is within half a step of its int8 value times its row's scale (the scale itself stored in bf16)
+    assert ((q.q.float() * q.scale.float()[:, None] - w).abs() <= 0.5 * scale[:, None] + 0.004 * w.abs()).all()
+    x = torch.randn(5, 3, 64)
+    want = (x.bfloat16().float() @ (q.q.float() * q.scale.float()[:, None]).t() + lin.bias.detach()).float()
+    got = q(x).float()
+    assert got.shape == (5, 3, 48)
+    assert (got - want).abs().max() <= 0.02 * want.abs().max()  # bf16 output rounding
+    assert (got - lin(x).detach()).abs().max() <= 0.03 * lin(x).abs().max()  # and close to float32
+
+
+def test_transposed_weights_change_no_output_and_greedy_still_matches_transformers(tmp_path):
+    transformers = pytest.importorskip('transformers')
+    torch.manual_seed(0)
+    ref = transformers.GPT2LMHeadModel(transformers.GPT2Config(n_layer=2, n_head=4, n_embd=128, n_positions=48,
+                                                               vocab_size=300)).eval()
+    ref.save_pretrained(tmp_path)
+    ours = quantize.transpose_weights(GPT.from_pretrained(str(tmp_path)).eval())
+    assert not ours.transformer.h[0].mlp.c_fc.weight.is_contiguous()  # (in, out) in memory ...
+    assert ours.transformer.h[0].mlp.c_fc.weight.t().is_contiguous()
+    assert ours.lm_head.weight is ours.transformer.wte.weight  # ... still tied
+    idx = torch.randint(0, 300, (2, 8), generator=torch.Generator().manual_seed(1))
+    n = 48 - 8
+    with torch.no_grad():
+        want = ref.generate(idx, max_new_tokens=n, min_new_tokens=n, do_sample=False, pad_token_id=0)
+        assert (ours(idx)[0] - ref(idx).logits).abs().max() <= 1e-4
+    assert torch.equal(ours.generate(idx, n, temperature=0), want)
+
+
+@pytest.fixture(scope='module')
+def trained():
+    """A 4 x 128 character model trained for 150 Muon steps on Tiny Shakespeare, and its val windows."""
+    if not os.path.exists(SHAKESPEARE):
+        pytest.skip(f'no Tiny Shakespeare at {SHAKESPEARE}')
+    text = open(SHAKESPEARE, encoding='utf-8').read()
+    chars = sorted(set(text))
+    data = torch.tensor([chars.index(c) for c in text[:300_000]], dtype=torch.long)
+    train, val = data[:270_000], data[270_000:]
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(n_layer=4, n_head=4, n_embd=128, block_size=64, vocab_size=len(chars), bias=True))
+    opts = model.configure_optimizers(0.1, 2e-2, (0.9, 0.99), 'cpu', 'muon')
+    gen = np.random.default_rng(0)
+    for step in range(150):
+        ix = torch.from_numpy(gen.integers(0, len(train) - 65, 32))
+        x = torch.stack([train[i:i + 64] for i in ix])
+        y = torch.stack([train[i + 1:i + 65] for i in ix])
+        _, loss = model(x, y)
+        loss.backward()
+        for o in opts:
+            for g in o.param_groups:
+                g['lr'] = 2e-2 * min(1, (step + 1) / 15) * (0.1 + 0.9 * (1 - step / 150))
+            o.step()
+            o.zero_grad(set_to_none=True)
+    n = (len(val) - 1) // 64
+    return model.eval(), val[:n * 64].view(n, 64), val[1:n * 64 + 1].view(n, 64)
+
+
+def test_int8_perplexity_is_within_one_percent_of_float32(trained):
+    model, x, y = trained
+    fast = quantize.int8(copy.deepcopy(model))
+    assert isinstance(fast.lm_head, quantize.Int8Linear) and isinstance(fast.transformer.h[0].attn.c_attn, quantize.Int8Linear)
+    with torch.no_grad():
+        loss32 = model(x, y)[1].item()
+        loss8 = fast(x, y)[1].float().item()
+    assert loss32 < 2.6  # it learned something: unigram characters alone are about 3.3
+    assert abs(np.exp(loss8 - loss32) - 1) < 0.01, (loss32, loss8)
+    # and sampling runs through the int8 head: greedy continuations agree with float32's for a while
+    a = model.generate(x[:4, :16], 24, temperature=0)
+    b = fast.generate(x[:4, :16], 24, temperature=0)
+    assert (a[:, 16:24] == b[:, 16:24]).float().mean() >= 0.9
