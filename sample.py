@@ -170,13 +170,14 @@ if instruct:
 else:
     def wrap(text):
         return text
+n_params = model.num_params()  # (int8 weights are buffers, not parameters)
 if dtype == 'int8':
     quantize.int8(model)
 else:  # weights in dtype: no per-step casts as under autocast
     model.eval().to(device, getattr(torch, dtype))
     if device == 'cpu' and dtype == 'float32':
         quantize.transpose_weights(model)
-if device == 'cpu' and (threads or model.num_params() < 30e6):
+if device == 'cpu' and (threads or n_params < 30e6):
     torch.set_num_threads(threads or 1)
 if compile:
     model.hidden = torch.compile(model.hidden, dynamic=True)
@@ -184,7 +185,7 @@ try:  # a prompt it cannot read is one line, before anything is printed
     ids = None if interactive or model.config.n_classes else prompt_ids(start)
 except ValueError as e:
     die(e)
-print(f'{init_from if init_from != "resume" else out_dir}: {model.num_params() / 1e6:.1f}M parameters, '
+print(f'{init_from if init_from != "resume" else out_dir}: {n_params / 1e6:.1f}M parameters, '
       f'{device}, {dtype}', file=sys.stderr)
 
 # ----------------------------------------------------------------------------- sampling

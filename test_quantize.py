@@ -5,6 +5,8 @@ greedy generation, and the float32 model itself.
 """
 import copy
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -93,3 +95,15 @@ def test_int8_perplexity_is_within_one_percent_of_float32(trained):
     a = model.generate(x[:4, :16], 24, temperature=0)
     b = fast.generate(x[:4, :16], 24, temperature=0)
     assert (a[:, 16:24] == b[:, 16:24]).float().mean() >= 0.9
+
+
+def test_sample_py_samples_in_int8(tmp_path, enc):
+    transformers = pytest.importorskip('transformers')
+    torch.manual_seed(0)
+    transformers.GPT2LMHeadModel(transformers.GPT2Config(n_layer=2, n_head=2, n_embd=64, n_positions=64)).save_pretrained(tmp_path)
+    here = os.path.dirname(os.path.abspath(__file__))
+    p = subprocess.run([sys.executable, os.path.join(here, 'sample.py'), f'--init_from={tmp_path}', '--dtype=int8',
+                        '--start=Hello', '--num_samples=1', '--max_new_tokens=8', '--stop_at_eot=False'],
+                       cwd=here, capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.startswith('Hello') and 'cpu, int8' in p.stderr and '8 tokens' in p.stderr
