@@ -184,6 +184,11 @@ def main():
         sys.exit(f'bench.py: unknown part in {parts!r}: use train, sample or both')
     if not os.path.exists(os.path.join(data_dir, 'shakespeare_char', 'val.bin')) and ('train' in todo or ckpt):
         sys.exit('bench.py: no shakespeare_char data: run `python prepare.py shakespeare_char` first (or --data_dir=...)')
+    if 'sample' in todo:
+        try:
+            import transformers  # noqa: F401 (the reference the sampling part compares against)
+        except ImportError:
+            sys.exit('bench.py: the sampling part compares against transformers: pip install transformers, or --parts=train')
     if nanogpt and not os.path.exists(os.path.join(nanogpt, 'data', 'shakespeare_char', 'train.bin')):
         sys.exit(f'bench.py: {nanogpt}/data/shakespeare_char has no train.bin: run its data/shakespeare_char/prepare.py first')
     flags = open('/proc/cpuinfo').read() if os.path.exists('/proc/cpuinfo') else ''

@@ -328,7 +328,7 @@ class GPT(nn.Module):
 # ---------------------------------------------------------------- sampling one token, for GPT.stream
 def pick(logits, temperature=1.0, top_k=None, top_p=None, generator=None):
     """One id per row of logits (B, V): greedy at temperature 0, else drawn from softmax(logits / temperature)
-    kept to the top_k ids and/or the smallest set whose probability reaches top_p."""
+    kept to exactly the top_k likeliest ids (ties as torch.topk breaks them) and/or the smallest set reaching top_p."""
     if temperature == 0:
         return logits.argmax(dim=-1, keepdim=True)
     logits, ids = logits.float() / temperature, None

@@ -41,6 +41,9 @@ class Int8Linear(nn.Module):
 
 def int8(model: GPT) -> GPT:
     """int8 projections and head, everything else in bf16 (the head is no longer tied to the embedding)."""
+    if model.config.n_embd % 16:  # torch 2.13's kernel gave wrong numbers for inputs of 40 and crashed for 100
+        raise ValueError(f"dtype=int8 needs n_embd to be a multiple of 16 (torch's int8 kernel), not {model.config.n_embd}: "
+                         'use float32')
     model.eval().to(torch.bfloat16)
     for m, n in projections(model):
         setattr(m, n, Int8Linear(getattr(m, n)))

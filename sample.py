@@ -172,7 +172,10 @@ else:
         return text
 n_params = model.num_params()  # (int8 weights are buffers, not parameters)
 if dtype == 'int8':
-    quantize.int8(model)
+    try:
+        quantize.int8(model)
+    except ValueError as e:
+        die(e)
 else:  # weights in dtype: no per-step casts as under autocast
     model.eval().to(device, getattr(torch, dtype))
     if device == 'cpu' and dtype == 'float32':

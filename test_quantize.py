@@ -36,6 +36,12 @@ def test_int8_linear_is_the_rounded_weight_times_its_row_scale():
     assert (got - lin(x).detach()).abs().max() <= 0.03 * lin(x).abs().max()  # and close to float32
 
 
+def test_int8_refuses_widths_its_kernel_gets_wrong():
+    # torch's kernel returned wrong numbers for an input width of 40 and crashed for 100: refused, one clear error
+    with pytest.raises(ValueError, match='multiple of 16'):
+        quantize.int8(GPT(GPTConfig(n_layer=1, n_head=2, n_embd=40, block_size=8, vocab_size=10)))
+
+
 def test_transposed_weights_change_no_output_and_greedy_still_matches_transformers(tmp_path):
     transformers = pytest.importorskip('transformers')
     torch.manual_seed(0)

@@ -227,7 +227,10 @@ def foreign_file(path):
     (['--dtype=float64'], 'dtype must be'),
     (['--dropout=1.0'], 'dropout must be in [0, 1), got 1.0'),
     (['--init_from=resume', 'BIGGER'], "block_size=32 differs from the checkpoint's 16"),
-    (['--init_from=resume', 'DEEPER'], "n_layer=4 differs from the checkpoint's 2: a run resumes in its own shape (leave n_layer out)"),
+    (['--init_from=resume', 'DEEPER'], "n_layer=4 differs from the checkpoint's 2: a run resumes in its own shape and optimizer"),
+    (['--init_from=resume', 'OTHEROPT'], "optimizer='muon' differs from the checkpoint's 'adamw'"),
+    (['--optimizer=muon', '--lora_rank=2'], 'optimizer=muon trains whole weight matrices in bf16 or float32, not frozen'),
+    (['--optimizer=muon', '--dtype=float16'], 'not in float16: use adamw'),
     (['AGAIN'], 'holds another run: continue it with --init_from=resume, or start this one in a new --out_dir'),
     (['--out_dir=FILE'], 'is a file: name a folder'),
     (['--init_from=resume', 'EMPTY'], 'is not a readable train.py checkpoint (EOFError'),
@@ -246,9 +249,10 @@ def test_bad_input_is_one_line(tmp, flags, message):
     if 'GARBAGE' in flags:
         (tmp / 'out').mkdir()
         (tmp / 'out' / 'ckpt.pt').write_bytes(b'not a checkpoint')
-    if 'BIGGER' in flags or 'DEEPER' in flags or 'AGAIN' in flags:
+    if 'BIGGER' in flags or 'DEEPER' in flags or 'AGAIN' in flags or 'OTHEROPT' in flags:
         train(tmp, 'out', '--max_iters=1')
-        flags = flags + ['--block_size=32' if 'BIGGER' in flags else '--n_layer=4' if 'DEEPER' in flags else '--max_iters=2']
+        flags = flags + [{'BIGGER': '--block_size=32', 'DEEPER': '--n_layer=4', 'AGAIN': '--max_iters=2',
+                          'OTHEROPT': '--optimizer=muon'}[next(f for f in flags if f.isupper())]]
     if 'ODDBIN' in flags:
         with open(tmp / 'data' / 'tiny' / 'val.bin', 'ab') as f:
             f.write(b'x')

@@ -6,8 +6,7 @@ $ python train.py config/train_shakespeare_char.py       # a config file of glob
 $ torchrun --standalone --nproc_per_node=8 train.py config/train_gpt2.py   # DDP on 8 GPUs
 $ python train.py config/train_gpt2.py --init_from=resume  # continue exactly where it stopped
 $ python train.py --help                                 # every setting, its default and what it does
-Batches are a pure function of (seed, iteration), so 2 processes, 4 micro-steps of batch B and a resumed
-run all see the rows one uninterrupted process with batch 4B sees. Fine-tuning changes only the data.
+Batches are a pure function of (seed, iteration): ranks, micro-steps and resumed runs see one process's rows.
 """
 import contextlib
 import csv
@@ -68,8 +67,7 @@ backend = 'auto'  # DDP backend: auto picks nccl on cuda, gloo on cpu
 device = 'auto'  # auto picks cuda, then mps, then cpu; or e.g. cuda:1, cpu
 dtype = 'auto'  # float32 | bfloat16 | float16 (autocast). auto: bfloat16 on cuda GPUs that have it, float16 + GradScaler
 #   on other cuda GPUs, float32 on mps; on a CPU bfloat16 only if its bf16 matmuls measure 1.2x faster than float32
-compile = None  # torch.compile the model; None picks True on cuda (not Windows), False elsewhere:
-#   compiling costs minutes of start-up, and fails on some setups (Windows, mps)
+compile = None  # torch.compile the model; None: True on cuda (not Windows; minutes of start-up), False elsewhere
 seed = 1337  # model init, dropout and the batch draws all follow from it
 peak_flops = 0.0  # FLOP/s that MFU is relative to; 0 looks the device up in train.py's PEAKS
 # fine-tuning and evaluation
@@ -145,6 +143,8 @@ if dtype == 'auto' and device_type == 'cuda':
 elif dtype == 'auto':  # mps: float32
     dtype = 'bfloat16' if cpu_peak and cpu_peak['bfloat16'] > 1.2 * cpu_peak['float32'] else 'float32'
 compile = device_type == 'cuda' and platform.system() != 'Windows' if compile is None else compile
+if optimizer == 'muon' and (dtype == 'float16' or lora_rank > 0 or trainable_layers == 0):  # (GradScaler skips per optimizer)
+    die(f"optimizer=muon trains whole weight matrices in bf16 or float32, not {'in float16' if dtype == 'float16' else 'frozen (LoRA, trainable_layers=0)'}: use adamw")
 if ddp:
     import torch.distributed as dist
     from torch.nn.parallel import DistributedDataParallel as DDP
@@ -233,9 +233,10 @@ if init_from == 'scratch':
     model = user_error(Model, GPTConfig(**model_args))
 elif init_from == 'resume':
     model_args = dict(ckpt['model_args'], dropout=dropout)  # resume: the shape is the checkpoint's
-    for k in ('block_size', 'n_layer', 'n_head', 'n_embd', 'bias'):
-        if k in _given and config[k] != model_args[k]:
-            die(f"{k}={config[k]} differs from the checkpoint's {model_args[k]}: a run resumes in its own shape (leave {k} out)")
+    was = dict(ckpt['model_args'], optimizer=ckpt['config'].get('optimizer', 'adamw'))
+    for k in ('block_size', 'n_layer', 'n_head', 'n_embd', 'bias', 'optimizer'):
+        if k in _given and config[k] != was[k]:
+            die(f"{k}={config[k]!r} differs from the checkpoint's {was[k]!r}: a run resumes in its own shape and optimizer")
     if bool(model_args.get('n_classes')) != (task == 'classify'):
         die(f'task={task} but the checkpoint in {out_dir} was trained with task={ckpt["config"].get("task", "lm")}')
     model = Model(GPTConfig(**model_args))
