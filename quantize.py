@@ -7,6 +7,7 @@ is bound by memory reads (bench.py measures the ceiling), and what helps is read
   bytes), the rest in bf16, multiplied by torch's own CPU kernel for this, torch._weight_int8pack_mm.
   torchao's int8 weight-only config (0.18, eager) dequantized each weight to bf16 before a plain matmul on
   the CPU, 2.3x slower than bf16 weights, so it is not used here. sample.py --dtype=int8 picks this.
+Both only swap what gpt2.projections names (as LoRA does) and the head: no block's internals change.
 """
 import torch
 import torch.nn as nn
