@@ -15,8 +15,8 @@ import time
 import torch
 
 import settings
-from beam import beam_search
 import quantize
+from beam import beam_search
 from gpt2 import GPT
 
 init_from = 'resume'  # resume (out_dir/ckpt.pt) | gpt2, gpt2-medium, gpt2-large, gpt2-xl | a Hugging Face GPT-2 folder
