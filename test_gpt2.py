@@ -9,10 +9,11 @@ import sys
 
 import pytest
 import torch
+import torch.nn as nn
 import torch.nn.functional as F
 
 import hellaswag
-from gpt2 import GPT, Dropout, GPTClassifier, GPTConfig, causal_attention, keep_mask, pick
+from gpt2 import GPT, Dropout, GPTClassifier, GPTConfig, Muon, causal_attention, keep_mask, pick
 
 transformers = pytest.importorskip('transformers')
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -371,7 +372,8 @@ def test_init_and_optimizer_groups():
     assert len(decay['params']) + len(no_decay['params']) == len(list(model.parameters()))
     # muon: the 4 weight matrices of each block go to Muon, everything else (embeddings, gains) stays with AdamW
     adamw, muon = model.configure_optimizers(0.1, 1e-3, (0.9, 0.95), 'cpu', 'muon')
-    assert isinstance(muon, torch.optim.Muon) and isinstance(adamw, torch.optim.AdamW)
+    assert isinstance(muon, Muon) and isinstance(adamw, torch.optim.AdamW) and muon.dtype == torch.float32
+    assert model.configure_optimizers(0.1, 1e-3, (0.9, 0.95), 'cpu', 'muon', 'bfloat16')[1].dtype == torch.bfloat16
     blocks = {id(m.weight) for b in model.transformer.h for m in (b.attn.c_attn, b.attn.c_proj, b.mlp.c_fc, b.mlp.c_proj)}
     assert {id(p) for p in muon.param_groups[0]['params']} == blocks
     rest = [p for g in adamw.param_groups for p in g['params']]
@@ -380,6 +382,31 @@ def test_init_and_optimizer_groups():
     assert len(model.configure_optimizers(0.1, 1e-3, (0.9, 0.95), 'cpu', 'muon')) == 1
     # 124M: OpenAI's count, less the 1024x768 position embeddings
     assert GPT(GPTConfig()).num_params() == 124_439_808 - 1024 * 768
+
+
+def test_muon_is_torchs_muon_with_its_newton_schulz_in_float32_if_asked():
+    """Muon in bf16 is torch.optim.Muon(adjust_lr_fn='match_rms_adamw') bit for bit, and takes its state; in float32
+    it follows it to bf16's rounding (a CPU without bf16 instructions multiplies float32 50x faster)."""
+    torch.manual_seed(0)
+    shapes = [(32, 96), (96, 32), (48, 48)]  # wide, tall (transposed inside), square
+    start = [torch.randn(s) for s in shapes]
+    runs = [[nn.Parameter(w.clone()) for w in start] for _ in range(3)]
+    opts = [torch.optim.Muon(runs[0], lr=2e-2, weight_decay=0.1, adjust_lr_fn='match_rms_adamw'),
+            Muon(runs[1], 2e-2, 0.1, torch.bfloat16), Muon(runs[2], 2e-2, 0.1, torch.float32)]
+    for _ in range(5):
+        grads = [torch.randn(s) for s in shapes]
+        for params, opt in zip(runs, opts):
+            for p, g in zip(params, grads):
+                p.grad = g.clone()
+            opt.step()
+    theirs, ours, ours32 = runs
+    assert all(torch.equal(a, b) for a, b in zip(theirs, ours))
+    moved = [(a - w).abs().max() for a, w in zip(theirs, start)]
+    assert all((a - c).abs().max() < 0.05 * m for a, c, m in zip(theirs, ours32, moved))
+    resumed = Muon([nn.Parameter(w.clone()) for w in theirs], 2e-2, 0.1)
+    resumed.load_state_dict(opts[0].state_dict())  # checkpoints written with torch.optim.Muon resume
+    assert all(torch.equal(resumed.state[p]['momentum_buffer'], opts[0].state[q]['momentum_buffer'])
+               for p, q in zip(resumed.param_groups[0]['params'], theirs))
 
 
 # OpenAI's four models as their config.json files on the Hugging Face hub give them (n_layer, n_head, n_embd)

@@ -1,9 +1,9 @@
-# Tiny Shakespeare, characters, on a laptop CPU in well under a minute: val loss ~1.85.
+# Tiny Shakespeare, characters, on a laptop CPU in well under a minute: val loss ~1.86.
 #   python prepare.py shakespeare_char
 #   python train.py config/train_shakespeare_char_cpu.py
 # nanoGPT's CPU recipe (the same 4 layers x 128 wide, block 64; AdamW, batch 12, lr 1e-3, 2000 iterations)
 # ends at val loss ~1.90 on the whole val split. Muon for the weight matrices, a 20x higher learning rate
-# and 32 rows per step get to ~1.85 in 250 iterations: about 0.4x its wall time (README, "Speed").
+# and 32 rows per step get to ~1.86 in 250 iterations: 0.34-0.39x its wall time (README, "Speed").
 # In float32 our steps cost what nanoGPT's do per token; the lead is fewer tokens to the same loss. dtype is
 # left automatic: bf16 autocast where the CPU's bf16 matmuls measure faster (a Zen4), float32 elsewhere.
 out_dir = 'out-shakespeare-char-cpu'
