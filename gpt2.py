@@ -382,23 +382,27 @@ class LoRALinear(nn.Linear):
 # ---------------------------------------------------------------- the optimizer of optimizer='muon'
 
 class Muon(torch.optim.Optimizer):
-    """torch.optim.Muon(adjust_lr_fn='match_rms_adamw'), the same arithmetic, with its Newton-Schulz products in dtype:
-    torch's are in bf16, which a CPU without bf16 instructions multiplies 60-130x slower than float32 (BENCH.md)."""
+    """torch.optim.Muon(adjust_lr_fn='match_rms_adamw'), the same arithmetic and state, with its Newton-Schulz products
+    in dtype: torch's are in bf16, which a CPU without bf16 instructions multiplies ~100x slower than float32 (BENCH.md)."""
 
-    def __init__(self, params, lr: float, weight_decay: float, dtype=torch.bfloat16, momentum=0.95):
-        super().__init__(params, dict(lr=lr, weight_decay=weight_decay, momentum=momentum))
+    def __init__(self, params, lr: float, weight_decay: float, dtype=torch.bfloat16):
+        super().__init__(params, dict(lr=lr, weight_decay=weight_decay, momentum=0.95, nesterov=True, eps=1e-7, ns_steps=5,
+                                      ns_coefficients=(3.4445, -4.7750, 2.0315), adjust_lr_fn='match_rms_adamw'))  # torch's
         self.dtype = dtype
 
     @torch.no_grad()
     def step(self):
         for group, p in ((g, p) for g in self.param_groups for p in g['params'] if p.grad is not None):
-            lr, mu, buf = group['lr'], group['momentum'], self.state[p].setdefault('momentum_buffer', torch.zeros_like(p))
-            x = p.grad.lerp(buf.lerp_(p.grad, 1 - mu), mu).to(self.dtype)  # Nesterov momentum
+            (lr, mu), (a, b, c), state = (group['lr'], group['momentum']), group['ns_coefficients'], self.state[p]
+            if 'momentum_buffer' not in state:
+                state['momentum_buffer'] = torch.zeros_like(p)
+            buf = state['momentum_buffer'].lerp_(p.grad, 1 - mu)
+            x = p.grad.lerp(buf, mu).to(self.dtype)  # Nesterov momentum
             x = x.T if p.size(0) > p.size(1) else x  # wide, so that the Gram matrix x x^T is the smaller one
-            x = x / x.norm().clamp(min=1e-7)  # every singular value <= 1
-            for _ in range(5):  # quintic Newton-Schulz: singular values to about 1 (Keller Jordan's coefficients)
-                a = x @ x.T
-                x = torch.addmm(x, torch.addmm(a, a, a, beta=-4.7750, alpha=2.0315), x, beta=3.4445)
+            x = x / x.norm().clamp(min=group['eps'])  # every singular value <= 1
+            for _ in range(group['ns_steps']):  # quintic Newton-Schulz: singular values to about 1 (Keller Jordan's)
+                g = x @ x.T
+                x = torch.addmm(x, torch.addmm(g, g, g, beta=b, alpha=c), x, beta=a)
             p.mul_(1 - lr * group['weight_decay'])  # decoupled weight decay, then a step of AdamW's RMS
             p.add_(x.T if p.size(0) > p.size(1) else x, alpha=-(lr * (0.2 * math.sqrt(max(p.shape)))))
 
