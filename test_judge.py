@@ -280,13 +280,10 @@ class Echo:
         yield from (torch.tensor([[t]]) for t in self.answer[:max_new_tokens])
 
 
-def test_answers_are_greedy_cut_at_endoftext_and_kept_per_checkpoint(tmp_path, monkeypatch):
+def test_answers_are_greedy_cut_at_endoftext_and_kept_per_checkpoint(tmp_path, monkeypatch, enc):
     import types
 
-    import tiktoken
-
     from finetune_data import EOT, alpaca_prompt
-    enc = tiktoken.get_encoding('gpt2')
     echo = Echo(enc.encode(' Paris.\n') + [EOT] + enc.encode(' and more'))
     monkeypatch.setattr(judge, 'GPT', types.SimpleNamespace(from_checkpoint=lambda ck: echo))
     monkeypatch.setattr(judge, 'device', 'cpu')
