@@ -1,7 +1,9 @@
 """pytest loads this first: the tests' one piece of setup. GPT-2's BPE files (tiktoken's cache layout) ship
 in ../shared/data/tiktoken_cache beside the project in CI, so tiktoken needs no network there; elsewhere
-tiktoken downloads them once, or TIKTOKEN_CACHE_DIR already points at a copy."""
+tiktoken downloads them once, or TIKTOKEN_CACHE_DIR already points at a copy. The Ctrl-C tests need the
+scripts they start to take SIGINT, which a shell's background job (`cmd &`) passes down ignored."""
 import os
+import signal
 
 import pytest
 
@@ -10,6 +12,8 @@ if 'TIKTOKEN_CACHE_DIR' not in os.environ and os.path.isdir(CACHE):
     os.environ['TIKTOKEN_CACHE_DIR'] = CACHE  # absolute: the tests run scripts in other folders too
 elif 'TIKTOKEN_CACHE_DIR' in os.environ:
     os.environ['TIKTOKEN_CACHE_DIR'] = os.path.abspath(os.environ['TIKTOKEN_CACHE_DIR'])
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:  # children then start with it at its default: Python's Ctrl-C
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture(scope='session')
