@@ -182,16 +182,16 @@ class GPT(nn.Module):
 
     # ---------------------------------------------------------------- training helpers
 
-    def configure_optimizers(self, weight_decay, learning_rate, betas, device_type, optimizer='adamw', dtype='float32'):
-        """[AdamW], decaying matrices and embeddings only (not biases and gains). optimizer='muon': [AdamW, Muon], Muon
-        for the blocks' weight matrices, its Newton-Schulz in bf16 if training in bf16 (dtype), else in float32."""
+    def configure_optimizers(self, weight_decay, learning_rate, betas, device_type, muon=None):
+        """[AdamW], decaying matrices and embeddings only (not biases and gains). With muon, an optimizer called as
+        muon(params, learning_rate, weight_decay) (train.py passes muon.Muon): [AdamW, it], it for the blocks' weight matrices."""
         named = [(n, p) for n, p in self.named_parameters() if p.requires_grad]
-        muon = [p for n, p in named if optimizer == 'muon' and p.dim() == 2 and n.startswith('transformer.h.') and 'lora' not in n]
-        decay = [p for n, p in named if p.dim() >= 2 and all(p is not q for q in muon)]
+        mats = [p for n, p in named if muon and p.dim() == 2 and n.startswith('transformer.h.') and 'lora' not in n]
+        decay = [p for n, p in named if p.dim() >= 2 and all(p is not q for q in mats)]
         groups = [dict(params=decay, weight_decay=weight_decay), dict(params=[p for n, p in named if p.dim() < 2], weight_decay=0.0)]
         fused = device_type in ('cuda', 'cpu')  # one kernel for all parameters; mps lacks it on older torch
-        muon = [Muon(muon, learning_rate, weight_decay, torch.bfloat16 if dtype == 'bfloat16' else torch.float32)] if muon else []
-        return [torch.optim.AdamW(groups, lr=learning_rate, betas=betas, fused=fused), *muon]
+        adamw = torch.optim.AdamW(groups, lr=learning_rate, betas=betas, fused=fused)
+        return [adamw, muon(mats, learning_rate, weight_decay)] if mats else [adamw]
 
     def crop_block_size(self, block_size: int):
         """Shrink the context (e.g. to fine-tune GPT-2 on shorter sequences): keep the first position rows."""
@@ -377,34 +377,6 @@ class LoRALinear(nn.Linear):
 
     def forward(self, x):
         return super().forward(x) + (self.lora_dropout(x) @ self.lora_A.t() @ self.lora_B.t()) * self.scale
-
-
-# ---------------------------------------------------------------- the optimizer of optimizer='muon'
-
-class Muon(torch.optim.Optimizer):
-    """torch.optim.Muon(adjust_lr_fn='match_rms_adamw'), the same arithmetic and state, with its Newton-Schulz products
-    in dtype: torch's are in bf16, which a CPU without bf16 instructions multiplies ~100x slower than float32 (BENCH.md)."""
-
-    def __init__(self, params, lr: float, weight_decay: float, dtype=torch.bfloat16):
-        super().__init__(params, dict(lr=lr, weight_decay=weight_decay, momentum=0.95, nesterov=True, eps=1e-7, ns_steps=5,
-                                      ns_coefficients=(3.4445, -4.7750, 2.0315), adjust_lr_fn='match_rms_adamw'))  # torch's
-        self.dtype = dtype
-
-    @torch.no_grad()
-    def step(self):
-        for group, p in ((g, p) for g in self.param_groups for p in g['params'] if p.grad is not None):
-            (lr, mu), (a, b, c), state = (group['lr'], group['momentum']), group['ns_coefficients'], self.state[p]
-            if 'momentum_buffer' not in state:
-                state['momentum_buffer'] = torch.zeros_like(p)
-            buf = state['momentum_buffer'].lerp_(p.grad, 1 - mu)
-            x = p.grad.lerp(buf, mu).to(self.dtype)  # Nesterov momentum
-            x = x.T if p.size(0) > p.size(1) else x  # wide, so that the Gram matrix x x^T is the smaller one
-            x = x / x.norm().clamp(min=group['eps'])  # every singular value <= 1
-            for _ in range(group['ns_steps']):  # quintic Newton-Schulz: singular values to about 1 (Keller Jordan's)
-                g = x @ x.T
-                x = torch.addmm(x, torch.addmm(g, g, g, beta=b, alpha=c), x, beta=a)
-            p.mul_(1 - lr * group['weight_decay'])  # decoupled weight decay, then a step of AdamW's RMS
-            p.add_(x.T if p.size(0) > p.size(1) else x, alpha=-(lr * (0.2 * math.sqrt(max(p.shape)))))
 
 
 # ---------------------------------------------------------------- CPU training kernels (GPUs use torch's fused ones)

@@ -14,7 +14,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 import hellaswag
-from gpt2 import GPT, Dropout, GPTClassifier, GPTConfig, Muon, causal_attention, keep_mask, pick
+from gpt2 import GPT, Dropout, GPTClassifier, GPTConfig, causal_attention, keep_mask, pick
+from muon import Muon
 
 transformers = pytest.importorskip('transformers')
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -372,15 +373,14 @@ def test_init_and_optimizer_groups():
     assert all(p.dim() == 2 for p in decay['params']) and all(p.dim() == 1 for p in no_decay['params'])
     assert len(decay['params']) + len(no_decay['params']) == len(list(model.parameters()))
     # muon: the 4 weight matrices of each block go to Muon, everything else (embeddings, gains) stays with AdamW
-    adamw, muon = model.configure_optimizers(0.1, 1e-3, (0.9, 0.95), 'cpu', 'muon')
-    assert isinstance(muon, Muon) and isinstance(adamw, torch.optim.AdamW) and muon.dtype == torch.float32
-    assert model.configure_optimizers(0.1, 1e-3, (0.9, 0.95), 'cpu', 'muon', 'bfloat16')[1].dtype == torch.bfloat16
+    adamw, muon = model.configure_optimizers(0.1, 1e-3, (0.9, 0.95), 'cpu', Muon)
+    assert isinstance(muon, Muon) and isinstance(adamw, torch.optim.AdamW)
     blocks = {id(m.weight) for b in model.transformer.h for m in (b.attn.c_attn, b.attn.c_proj, b.mlp.c_fc, b.mlp.c_proj)}
     assert {id(p) for p in muon.param_groups[0]['params']} == blocks
     rest = [p for g in adamw.param_groups for p in g['params']]
     assert {id(p) for p in rest} == {id(p) for p in model.parameters()} - blocks and len(rest) == len(set(map(id, rest)))
     model.add_lora(4, 8.0)  # LoRA: the frozen matrices train nothing, the adapters stay with AdamW
-    assert len(model.configure_optimizers(0.1, 1e-3, (0.9, 0.95), 'cpu', 'muon')) == 1
+    assert len(model.configure_optimizers(0.1, 1e-3, (0.9, 0.95), 'cpu', Muon)) == 1
     # 124M: OpenAI's count, less the 1024x768 position embeddings
     assert GPT(GPTConfig()).num_params() == 124_439_808 - 1024 * 768
 

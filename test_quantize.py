@@ -15,6 +15,7 @@ import torch.nn as nn
 
 import quantize
 from gpt2 import GPT, GPTConfig
+from muon import Muon
 
 SHAKESPEARE = os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', 'shared', 'data', 'tinyshakespeare', 'input.txt')
 
@@ -71,7 +72,7 @@ def trained():
     train, val = data[:270_000], data[270_000:]
     torch.manual_seed(0)
     model = GPT(GPTConfig(n_layer=4, n_head=4, n_embd=128, block_size=64, vocab_size=len(chars), bias=True))
-    opts = model.configure_optimizers(0.1, 2e-2, (0.9, 0.99), 'cpu', 'muon')
+    opts = model.configure_optimizers(0.1, 2e-2, (0.9, 0.99), 'cpu', Muon)
     gen = np.random.default_rng(0)
     for step in range(150):
         ix = torch.from_numpy(gen.integers(0, len(train) - 65, 32))

@@ -22,6 +22,7 @@ import torch
 
 import settings
 from gpt2 import GPT, PRESETS, GPTClassifier, GPTConfig
+from muon import Muon
 
 # ----------------------------------------------------------------------------- settings
 # I/O
@@ -155,8 +156,7 @@ autocast = contextlib.nullcontext() if dtype == 'float32' else torch.autocast(de
 
 # ----------------------------------------------------------------------------- data: token streams
 path = os.path.join(data_dir, dataset)
-# a random stream per kind of draw, seeded by (seed, stream, iteration): evaluation batches stay the same, and
-# drawing them never moves the training draws (ids as before, so older runs resume alike)
+# a random stream per kind of draw, seeded by (seed, stream, iteration): evaluation batches repeat, never moving training's
 STREAMS = {('train', False): 0, ('train', True): 2, ('val', True): 3}
 vocab_size = 50257  # GPT-2 BPE, when prepare.py wrote no meta.pkl (the model pads it to 50304 itself)
 if task == 'lm':
@@ -193,9 +193,8 @@ def get_batch(split, it, evaluation=False):
 n_eval = dict.fromkeys(('train', 'val'), eval_iters if eval_only else min(eval_iters, max_iters * gradient_accumulation_steps or 1))
 
 # ----------------------------------------------------------------------------- data: fine-tuning examples
-# task = classify | instruct reads the .npz examples of prepare.py sms_spam / alpaca (finetune_data.py).
-# This block replaces get_batch and n_eval above: batches are padded to their longest example, and val
-# and test are evaluated whole, in order.
+# task = classify | instruct reads the .npz examples of prepare.py sms_spam / alpaca (finetune_data.py). This block replaces
+# get_batch and n_eval above: batches are padded to their longest example, and val and test are evaluated whole, in order.
 classes = None  # the class names of a classifier
 if task != 'lm':
     from finetune_data import example_batch, load_examples
@@ -260,7 +259,8 @@ elif trainable_layers >= 0:
     model.freeze(trainable_layers)
 model.to(device)
 scaler = torch.amp.GradScaler(device_type, enabled=dtype == 'float16')  # fp16 only: bf16 needs no scaling
-optimizers = model.configure_optimizers(weight_decay, learning_rate, (beta1, beta2), device_type, optimizer, dtype)
+muon = (lambda params, lr, wd: Muon(params, lr, wd, getattr(torch, dtype))) if optimizer == 'muon' else None  # training dtype
+optimizers = model.configure_optimizers(weight_decay, learning_rate, (beta1, beta2), device_type, muon)
 
 # ----------------------------------------------------------------------------- resume (2/2): the run's state
 iter_num, best_val_loss = 0, float('inf')
