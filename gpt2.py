@@ -183,8 +183,8 @@ class GPT(nn.Module):
     # ---------------------------------------------------------------- training helpers
 
     def configure_optimizers(self, weight_decay, learning_rate, betas, device_type, muon=None):
-        """[AdamW], decaying matrices and embeddings only (not biases and gains). With muon, an optimizer called as
-        muon(params, learning_rate, weight_decay) (train.py passes muon.Muon): [AdamW, it], it for the blocks' weight matrices."""
+        """[AdamW], decaying matrices and embeddings only (not biases and gains). With muon, an optimizer class called as
+        muon(params, learning_rate, weight_decay) (train.py passes muon.Muon): [AdamW, muon], muon taking the blocks' matrices."""
         named = [(n, p) for n, p in self.named_parameters() if p.requires_grad]
         mats = [p for n, p in named if muon and p.dim() == 2 and n.startswith('transformer.h.') and 'lora' not in n]
         decay = [p for n, p in named if p.dim() >= 2 and all(p is not q for q in mats)]

@@ -156,7 +156,7 @@ autocast = contextlib.nullcontext() if dtype == 'float32' else torch.autocast(de
 
 # ----------------------------------------------------------------------------- data: token streams
 path = os.path.join(data_dir, dataset)
-# a random stream per kind of draw, seeded by (seed, stream, iteration): evaluation batches repeat, never moving training's
+# a stream per kind of draw, seeded by (seed, stream, iteration): eval draws repeat, not moving training's (ids kept for resumes)
 STREAMS = {('train', False): 0, ('train', True): 2, ('val', True): 3}
 vocab_size = 50257  # GPT-2 BPE, when prepare.py wrote no meta.pkl (the model pads it to 50304 itself)
 if task == 'lm':
@@ -259,7 +259,7 @@ elif trainable_layers >= 0:
     model.freeze(trainable_layers)
 model.to(device)
 scaler = torch.amp.GradScaler(device_type, enabled=dtype == 'float16')  # fp16 only: bf16 needs no scaling
-muon = (lambda params, lr, wd: Muon(params, lr, wd, getattr(torch, dtype))) if optimizer == 'muon' else None  # training dtype
+muon = (lambda params, lr, wd: Muon(params, lr, wd, getattr(torch, dtype))) if optimizer == 'muon' else None  # N-S in our dtype
 optimizers = model.configure_optimizers(weight_decay, learning_rate, (beta1, beta2), device_type, muon)
 
 # ----------------------------------------------------------------------------- resume (2/2): the run's state
