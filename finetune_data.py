@@ -41,9 +41,11 @@ def example_batch(z, ids, block_size: int):
     return x, y
 
 
-def load_examples(path: str, task: str) -> dict:
+def load_examples(path: str, task: str, block_size: int) -> dict:
     """The splits of an example dataset folder, {split: {array name: array}}, whole in memory (they are
-    small). A folder without them, or with the other task's, is a ValueError that says what to run."""
+    small), each with `use`: the ids of the examples to train and evaluate on. For instruction tuning those
+    are the ones whose response starts within block_size (of the others no token has a loss). A folder
+    without them, or with the other task's, or a split with none to use, is a ValueError that says what to do."""
     name = 'sms_spam' if task == 'classify' else 'alpaca'
     splits = {s: dict(np.load(os.path.join(path, f'{s}.npz'))) for s in ('train', 'val', 'test')
               if os.path.exists(os.path.join(path, f'{s}.npz'))}
@@ -53,4 +55,8 @@ def load_examples(path: str, task: str) -> dict:
     need = 'labels' if task == 'classify' else 'prompt_lens'
     if need not in splits['train']:
         raise ValueError(f'{path} holds no {need}: task={task} needs `python prepare.py {name}` or the like')
+    for s, z in splits.items():
+        z['use'] = np.flatnonzero(z['prompt_lens'] <= block_size) if need == 'prompt_lens' else np.arange(len(z['offsets']) - 1)
+        if not len(z['use']):
+            raise ValueError(f'no {s} example of {path} has its response start within block_size={block_size}: raise it')
     return splits

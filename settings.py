@@ -24,17 +24,19 @@ import tokenize
 PLAIN = (int, float, bool, str, type(None))
 
 
-def configure(g: dict, argv: list[str], source: str) -> set[str]:
+def configure(g: dict, argv: list[str], source: str) -> dict[str, str]:
     """Override the settings g (a script's globals(), or a dict of them) from argv: python config files
-    (positional) first, then --key=value. source is the script's file: its name goes in front of every
-    error, and --help reads the comments from it. Returns the keys that were set, whatever their values."""
+    (positional) first, then --key=value, wherever each stands in argv. source is the script's file: its name
+    goes in front of every error, and --help reads the comments from it. Returns {key: what set it} for the
+    keys that were set, whatever their values: '--' for a flag, else the config file's path. None is taken
+    only by settings whose default is None or whose comment says what None means."""
     script = os.path.basename(source)
     keys = list(plain(g))
     if any(a in ('-h', '--help') for a in argv):
         print(help_text(source, {k: g[k] for k in keys}))
         raise SystemExit(0)
-    given = set()
-    for arg in argv:
+    given = {}
+    for arg in sorted(argv, key=lambda a: a.startswith('--')):  # files, then flags (a stable sort keeps their order)
         if arg.startswith('--'):
             key, sep, text = arg[2:].partition('=')
             if not sep:
@@ -48,7 +50,7 @@ def configure(g: dict, argv: list[str], source: str) -> set[str]:
                 raise SystemExit(f'{script}: config file {arg} not found (flags look like --key=value)')
             cfg = {}
             try:
-                exec(compile(open(arg).read(), arg, 'exec'), {}, cfg)
+                exec(compile(open(arg).read(), arg, 'exec'), cfg)  # one namespace: comprehensions see its names
             except Exception as e:
                 raise SystemExit(f'{script}: config file {arg} does not run: {type(e).__name__}: {e}') from None
             for k, v in cfg.items():
@@ -61,14 +63,22 @@ def configure(g: dict, argv: list[str], source: str) -> set[str]:
                 raise SystemExit(f'{script}: unknown setting {key!r}' + (f'; did you mean {close[0]!r}?' if close
                                                                           else ' (--help lists the settings)'))
             old = g[key]
+            if value is None and old is not None and not takes_none(source, key):
+                raise SystemExit(f'{script}: {key} must be {type(old).__name__} (like {old!r}), not None')
             if old is not None and value is not None and type(value) is not type(old):
                 if isinstance(old, float) and type(value) is int:
                     value = float(value)
                 else:
                     raise SystemExit(f'{script}: {key} must be {type(old).__name__} (like {old!r}), got {value!r}')
             g[key] = value
-            given.add(key)
+            given[key] = '--' if arg.startswith('--') else arg
     return given
+
+
+def takes_none(source: str, key: str) -> bool:
+    """Whether the comment of setting key in the script source says what None means (e.g. top_k = 200  # ... None: all)."""
+    with open(source, encoding='utf-8') as f:
+        return any(line.startswith(f'{key} = ') and 'None' in line.partition('#')[2] for line in f)
 
 
 def check(g: dict, source: str, minimum: dict = {}, fraction: tuple = (), choices: dict = {}):

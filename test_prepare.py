@@ -16,7 +16,7 @@ import pytest
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 import prepare  # noqa: E402
-from finetune_data import EOT, alpaca_prompt, example_batch  # noqa: E402
+from finetune_data import EOT, alpaca_prompt, example_batch, load_examples  # noqa: E402
 
 SHAKESPEARE = HERE.parent / 'shared' / 'data' / 'tinyshakespeare' / 'input.txt'
 # non-ASCII, Windows line endings, indented lines, an empty line at the end
@@ -438,6 +438,23 @@ def test_example_batch_masks_exactly_the_response(tmp_path, enc):
         assert enc.decode(y[i][y[i] != -1].tolist()) == records[enc.decode(row[:p])] + '<|endoftext|>'
     x, y = example_batch(z, ids[:3], block_size=8)  # cut to block_size + 1 tokens: 8 inputs
     assert x.shape == y.shape == (3, 8)
+
+
+def test_load_examples_uses_only_examples_with_a_response_token_within_block_size(tmp_path):
+    src = write(tmp_path / 'data.json', json.dumps(ALPACA_RECORDS))
+    d = example_files(tmp_path, 'alpaca', src)[1]
+    z = load_examples(str(d), 'instruct', block_size=1024)
+    assert all(len(s['use']) == len(s['prompt_lens']) for s in z.values())  # long enough for all
+    b = int(max(s['prompt_lens'].min() for s in z.values()))  # each split keeps one at least
+    z = load_examples(str(d), 'instruct', block_size=b)
+    use = z['train']['use']
+    assert 0 < len(use) < len(z['train']['prompt_lens']) and (z['train']['prompt_lens'][use] <= b).all()
+    y = example_batch(z['train'], use, block_size=b)[1]
+    assert ((y != -1).sum(1) > 0).all()  # every example used has a token to learn; the skipped ones would have none
+    skipped = np.setdiff1d(np.arange(len(z['train']['prompt_lens'])), use)
+    assert ((example_batch(z['train'], skipped, block_size=b)[1] != -1).sum(1) == 0).all()
+    with pytest.raises(ValueError, match='example of .* has its response start within block_size=4: raise it'):
+        load_examples(str(d), 'instruct', block_size=4)
 
 
 def test_example_batch_classification(tmp_path):

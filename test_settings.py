@@ -36,6 +36,19 @@ def test_configure_overrides_and_errors(tmp_path):
             configure(dict(g), argv, 'x.py')
 
 
+def test_files_come_before_flags_and_none_only_where_it_means_something(tmp_path):
+    script = tmp_path / 's.py'  # configure reads a setting's comment to know whether None means something there
+    script.write_text("n_embd = 64  # width\nn_head = 4  # heads\ntop_k = 200  # the k likeliest (None: all)\nseed = None  # x\n")
+    g = dict(n_embd=64, n_head=4, top_k=200, seed=None)
+    cfg = tmp_path / 'cfg.py'  # a comprehension sees the file's own names (one namespace, as a module has)
+    cfg.write_text('n_embd = 96\nn_head = [h for h in (8, 4) if n_embd % h == 0 and n_embd // h <= 16][0]\n')
+    given = configure(g, ['--n_embd=128', str(cfg), '--top_k=None', '--seed=None'], str(script))  # the file first anyway
+    assert (g['n_embd'], g['n_head'], g['top_k'], g['seed']) == (128, 8, None, None)
+    assert given == {'n_embd': '--', 'n_head': str(cfg), 'top_k': '--', 'seed': '--'}
+    with pytest.raises(SystemExit, match=r'^s.py: n_head must be int \(like 4\), not None$'):
+        configure(dict(g, n_head=4), ['--n_head=None'], str(script))
+
+
 def test_a_string_setting_takes_the_text_as_it_is_and_a_config_file_error_is_one_line(tmp_path):
     g = dict(start='hi', input='', n=1)
     configure(g, ['--start=42', '--input=2024.txt', '--n=7'], 'x.py')

@@ -163,6 +163,41 @@ def test_resume_flags_win_even_at_their_defaults_and_eval_only_trains_nothing(tm
     assert before['iter_num'] == 2 and after['iter_num'] == 4
 
 
+def test_resume_takes_the_runs_own_values_over_its_config_file_and_its_dtype(tmp):
+    cfg = tmp / 'cfg.py'  # the run's config file; a flag changed batch_size when it started
+    cfg.write_text('batch_size = 4\nmax_iters = 2\n')
+    train(tmp, 'out', str(cfg), '--batch_size=2', '--dtype=auto')
+    c = ckpt(tmp, 'out')
+    assert c['config']['batch_size'] == 2 and c['dtype'] in ('float32', 'bfloat16')
+    c['dtype'] = 'bfloat16' if c['dtype'] == 'float32' else 'float32'  # as if start-up had measured the other
+    torch.save(c, tmp / 'out' / 'ckpt.pt')
+    p = subprocess.run([sys.executable, TRAIN, str(cfg), f'--out_dir={tmp / "out"}', '--init_from=resume', '--max_iters=3'],
+                       cwd=tmp, capture_output=True, text=True, env=ENV, timeout=300)
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert f"note: resuming with the run's batch_size=2, not {cfg}'s 4: a --batch_size= flag would win" in p.stdout
+    assert f"on cpu in {c['dtype']}" in p.stdout  # the timing at start-up is noisy: a resumed run keeps its dtype
+    assert ckpt(tmp, 'out')['config']['batch_size'] == 2 and ckpt(tmp, 'out')['iter_num'] == 3
+
+
+def test_always_save_checkpoint_false_keeps_the_best_model(tmp):
+    # lr 0.03 on random tokens: val loss is best before any training, then worse at the end
+    train(tmp, 'out', '--always_save_checkpoint=False', '--learning_rate=0.03', '--warmup_iters=0', '--decay_lr=False',
+          '--eval_interval=4', '--max_iters=16')
+    evals = [(float(r['val_loss']), int(r['iter'])) for r in log_rows(tmp, 'out', 'eval')]
+    assert [i for _, i in evals] == [0, 4, 8, 12, 16] and min(evals) != evals[-1]  # (else this test shows nothing)
+    c = ckpt(tmp, 'out')
+    assert (c['best_val_loss'], c['iter_num']) == pytest.approx(min(evals))
+    p = subprocess.Popen([sys.executable, TRAIN, f'--out_dir={tmp / "out"}', '--init_from=resume', '--max_iters=100000',
+                          '--eval_interval=100000'], cwd=tmp, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
+    for line in p.stdout:  # until it trains (its signal handler is set by then)
+        if line.startswith('iter 3:'):
+            break
+    p.send_signal(signal.SIGTERM)  # a signal does not save over the best either
+    out, err = p.communicate(timeout=60)
+    assert p.returncode == 128 + signal.SIGTERM and 'the best model (always_save_checkpoint=False)' in out, err[-2000:]
+    assert_same_weights(ckpt(tmp, 'out')['model'], c['model'], exact=True)
+
+
 def test_sigterm_saves_a_loadable_checkpoint(tmp):
     cmd = [sys.executable, TRAIN, f'--data_dir={tmp / "data"}', '--dataset=tiny', f'--out_dir={tmp / "out"}', *TINY,
            '--max_iters=1000000', '--lr_decay_iters=1000000']
@@ -241,6 +276,10 @@ def foreign_file(path):
     (['--init_from=resume', 'OTHERVOCAB'], "the model's vocabulary has 16 tokens but other's has 50257"),
     (['--hellaswag_interval=1'], 'HellaSwag is GPT-2 BPE text: a 16-symbol model cannot read it'),
     (['--task=classify'], 'task=classify reads sms_spam'),
+    (['--device=gpu'], 'torch sees no such device here: use --device=cpu'),
+    (['--beta2=1.0'], 'beta2 must be in [0, 1), got 1.0'),
+    (['--seed=-1'], 'seed must be at least 0, got -1'),
+    (['--max_iters=None'], 'max_iters must be int (like 5000), not None'),
 ])
 def test_bad_input_is_one_line(tmp, flags, message):
     env = dict(ENV)

@@ -5,7 +5,6 @@ $ python train.py --batch_size=8                         # one process: cuda, el
 $ python train.py config/train_shakespeare_char.py       # a config file of globals, then --key=value
 $ torchrun --standalone --nproc_per_node=8 train.py config/train_gpt2.py   # DDP on 8 GPUs
 $ python train.py config/train_gpt2.py --init_from=resume  # continue exactly where it stopped
-$ python train.py --help                                 # every setting, its default and what it does
 Batches are a pure function of (seed, iteration): ranks, micro-steps and resumed runs see one process's rows.
 """
 import contextlib
@@ -16,6 +15,7 @@ import platform
 import signal
 import sys
 import time
+import timeit
 
 import numpy as np
 import torch
@@ -31,8 +31,8 @@ eval_interval = 2000  # evaluate train/val loss (and save a checkpoint) every th
 log_interval = 1  # print and log a training line every this many iterations
 eval_iters = 200  # batches per evaluation, shared out over all ranks
 eval_only = False  # evaluate once and exit (with init_from=resume or gpt2*)
-always_save_checkpoint = True  # False: at an evaluation, save only if val loss improved. The end of the run
-#   and SIGINT/SIGTERM always save (that is where init_from=resume continues): ckpt.pt is the last model
+always_save_checkpoint = True  # save at every evaluation, the end and SIGINT/SIGTERM: ckpt.pt is the last model
+#   False: save only at evaluations that improve val loss, the first too: ckpt.pt is the best model; resume goes on from it
 init_from = 'scratch'  # scratch | resume (out_dir/ckpt.pt) | gpt2, gpt2-medium, gpt2-large, gpt2-xl | a Hugging Face folder
 # wandb (imported only when wandb_log is True)
 wandb_log = False  # also send the log lines to Weights & Biases
@@ -82,7 +82,7 @@ hellaswag_examples = 0  # score the first this many HellaSwag examples (0: all 1
 hellaswag_input = ''  # hellaswag_val.jsonl; '' downloads it once to <data_dir>/hellaswag/
 # -----------------------------------------------------------------------------
 _defaults = settings.plain(globals())
-_given = settings.configure(globals(), sys.argv[1:], __file__)  # the keys a config file or flag set
+_given = settings.configure(globals(), sys.argv[1:], __file__)  # {key: '--' (a flag) or the config file that set it}
 
 def die(msg):
     raise SystemExit(f'train.py: {msg}')
@@ -95,14 +95,18 @@ def user_error(fn, *a, **kw):  # gpt2.py raises ValueError for what a user can f
 
 # ----------------------------------------------------------------------------- resume (1/2): the run's settings
 ckpt = user_error(settings.read_checkpoint, os.path.join(out_dir, 'ckpt.pt')) if init_from == 'resume' else None
-for k, v in (ckpt['config'] if ckpt else {}).items():  # a resumed run goes on with its own settings; given ones win
-    if k in _defaults and k not in _given and k not in ('init_from', 'out_dir', 'eval_only'):
-        globals()[k] = 'auto' if v == '' and _defaults[k] == 'auto' else v  # older checkpoints said ''
+for k, v in (ckpt['config'] if ckpt else {}).items():  # a resumed run goes on with its own settings; flags win
+    if k in _defaults and _given.get(k) != '--' and k not in ('init_from', 'out_dir', 'eval_only'):
+        v = 'auto' if v == '' and _defaults[k] == 'auto' else v  # older checkpoints said ''
+        if k in _given and v != globals()[k] and os.environ.get('RANK', '0') == '0':  # (the run may have had a flag)
+            print(f"note: resuming with the run's {k}={v!r}, not {_given[k]}'s {globals()[k]!r}: a --{k}= flag would win")
+        globals()[k] = v
 config = {k: globals()[k] for k in _defaults}  # saved in every checkpoint: the exact settings of the run
 
 # ----------------------------------------------------------------------------- checks, processes, device
 settings.check(globals(), __file__, minimum=dict(batch_size=1, block_size=1, gradient_accumulation_steps=1, eval_iters=1,
-               eval_interval=1, log_interval=1, max_iters=0), fraction=('dropout', 'lora_dropout'),
+               eval_interval=1, log_interval=1, max_iters=0, n_layer=1, n_head=1, n_embd=1, seed=0, learning_rate=0,
+               min_lr=0, weight_decay=0, grad_clip=0, lora_rank=0), fraction=('dropout', 'lora_dropout', 'beta1', 'beta2'),
                choices=dict(dtype=('auto', 'float32', 'bfloat16', 'float16'), compile=(None, True, False),
                             task=('lm', 'classify', 'instruct'), optimizer=('adamw', 'muon')))
 if init_from not in ('scratch', 'resume', *PRESETS) and not os.path.isdir(init_from):
@@ -118,8 +122,8 @@ master = rank == 0
 if device == 'auto':
     device = 'cuda' if torch.cuda.is_available() else 'mps' if torch.backends.mps.is_available() else 'cpu'
 device_type = device.split(':')[0]
-if device_type == 'cuda' and not torch.cuda.is_available():
-    die(f'device {device} asked for, but torch sees no CUDA GPU: use --device=cpu')
+if not {'cpu': True, 'cuda': torch.cuda.is_available(), 'mps': torch.backends.mps.is_available()}.get(device_type):
+    die(f'device {device} asked for, but torch sees no such device here: use --device=cpu (or auto, cuda, cuda:1, mps)')
 if device_type == 'cuda':
     device = f'cuda:{local_rank}' if ddp else device
     torch.cuda.set_device(device)
@@ -129,20 +133,17 @@ if gradient_accumulation_steps % world_size and not eval_only:  # it is the tota
         print(f'note: gradient_accumulation_steps rounded up to {gradient_accumulation_steps}, a multiple of the {world_size} processes')
 micro_steps = gradient_accumulation_steps // world_size  # this rank's share
 
-def cpu_flops(dt, n=512):  # FLOP/s of n x n matmuls in dtype dt: 20 ms, 0.5 s where bf16 is emulated (at 1024: 8 s)
+def cpu_flops(dt, n=512):  # FLOP/s of n x n matmuls in dtype dt, best of 3 (load moves it): 60 ms, 1.5 s if bf16 is emulated
     a = torch.randn(n, n, dtype=dt)
-    a @ a  # warm-up
-    t = time.perf_counter()
-    a @ a @ a
-    return 4 * n ** 3 / (time.perf_counter() - t)
+    return 2 * n ** 3 / min(timeit.repeat(lambda: a @ a, number=1, repeat=4)[1:])  # the first warms up
 
-# A CPU's bf16 is worth autocast only where its matmuls are faster, which no flag tells: measured, a Zen4 with
-# AVX512-BF16 ran them 2.3x faster than float32, a Xeon with the same flag 0.55x as fast. They are also MFU's peak.
+# bf16 autocast pays on a CPU only where its matmuls are faster, which no flag tells (AVX512-BF16: 2.3x on a Zen4, 0.55x on a Xeon)
 cpu_peak = {d: cpu_flops(getattr(torch, d)) for d in ('float32', 'bfloat16')} if device_type == 'cpu' else {}
 if dtype == 'auto' and device_type == 'cuda':
     dtype = 'bfloat16' if torch.cuda.is_bf16_supported() else 'float16'
-elif dtype == 'auto':  # mps: float32
+elif dtype == 'auto':  # mps: float32; a resumed run on the same device keeps the dtype it measured
     dtype = 'bfloat16' if cpu_peak and cpu_peak['bfloat16'] > 1.2 * cpu_peak['float32'] else 'float32'
+    dtype = ckpt.get('dtype', dtype) if ckpt and ckpt.get('device') == device else dtype
 compile = device_type == 'cuda' and platform.system() != 'Windows' if compile is None else compile
 if optimizer == 'muon' and (dtype == 'float16' or lora_rank > 0 or trainable_layers == 0):  # (GradScaler skips per optimizer)
     die(f"optimizer=muon trains whole weight matrices in bf16 or float32, not {'in float16' if dtype == 'float16' else 'frozen (LoRA, trainable_layers=0)'}: use adamw")
@@ -198,14 +199,12 @@ n_eval = dict.fromkeys(('train', 'val'), eval_iters if eval_only else min(eval_i
 classes = None  # the class names of a classifier
 if task != 'lm':
     from finetune_data import example_batch, load_examples
-    examples = user_error(load_examples, path, task)
+    examples = user_error(load_examples, path, task, block_size)
     classes = examples['train']['classes'].tolist() if task == 'classify' else None
-    data_len = {s: len(z['offsets']) - 1 for s, z in examples.items()}  # examples per split
+    data_len = {s: len(z['use']) for s, z in examples.items()}  # examples used per split
     n_eval = {s: min(-(-n // batch_size), eval_iters if s == 'train' else n) for s, n in data_len.items()}  # val, test whole
-    cut = sum(int((z['prompt_lens'] >= block_size).sum()) for z in examples.values()) if task == 'instruct' else 0
-    if cut and master:  # a response cut off entirely carries no loss at all
-        print(f'warning: {cut} examples have prompts of block_size={block_size} tokens or more: no response '
-              'token of theirs is trained or evaluated (raise block_size)')
+    if (cut := sum(len(z['offsets']) - 1 - data_len[s] for s, z in examples.items())) and master:
+        print(f'warning: {cut} examples have prompts longer than block_size={block_size}: skipped (raise block_size)')
 
     def get_batch(split, it, evaluation=False):  # noqa: F811 (examples instead of token streams)
         if evaluation:
@@ -214,7 +213,7 @@ if task != 'lm':
             ix = np.random.default_rng([seed, STREAMS[split, False], it]).integers(
                 0, data_len[split], size=batch_size * gradient_accumulation_steps)
             ix = ix[rank * micro_steps * batch_size:(rank + 1) * micro_steps * batch_size]
-        return tuple(torch.from_numpy(a).to(device) for a in example_batch(examples[split], ix, block_size))
+        return tuple(torch.from_numpy(a).to(device) for a in example_batch(examples[split], examples[split]['use'][ix], block_size))
 # -----------------------------------------------------------------------------
 
 if hellaswag_interval:
@@ -296,9 +295,9 @@ if compile:
 if ddp:
     model = DDP(model, device_ids=[local_rank] if device_type == 'cuda' else None)
 
-# Peak dense FLOP/s of GPUs by name (substring match): (bf16/fp16, fp32 as TF32); a CPU's is its measured matmul rate
+# Peak dense FLOP/s of GPUs by name (the first key in it: L40S before L4): (bf16/fp16, fp32 as TF32); a CPU's is measured
 PEAKS = {'H200': (989e12, 494e12), 'H100': (989e12, 494e12), 'A100': (312e12, 156e12), 'A10G': (70e12, 35e12),
-         'L4': (121e12, 60e12), 'L40S': (362e12, 183e12), '4090': (165e12, 83e12), '3090': (71e12, 36e12),
+         'L40S': (362e12, 183e12), 'L40': (181e12, 90e12), 'L4': (121e12, 60e12), '4090': (165e12, 83e12), '3090': (71e12, 36e12),
          'V100': (125e12, 15.7e12), 'T4': (65e12, 8.1e12)}
 half, full = next((p for key, p in PEAKS.items() if device_type == 'cuda' and key in torch.cuda.get_device_name(device)),
                   (cpu_peak.get('bfloat16', 0), cpu_peak.get('float32', 0)))
@@ -431,10 +430,9 @@ while True:
         best_val_loss = min(best_val_loss, losses['val'])
         if eval_only:
             break
-        if iter_num > first_iter and iter_num < max_iters and (improved or always_save_checkpoint):
+        if (iter_num > first_iter or iter_num >= max_iters) if always_save_checkpoint else improved:  # (the end evaluates)
             save_checkpoint()
     if iter_num >= max_iters:
-        save_checkpoint()
         break
 
     t0, it = time.time(), iter_num
@@ -485,8 +483,10 @@ while True:
         timed, n_timed, timed_tokens = 0.0, 0, 0.0
     if stops:
         if master:
-            print(f'stopping on {stop_signal or "a signal to another rank"} at iteration {iter_num}')
-        save_checkpoint(evaluated=False)
+            print(f'stopping on {stop_signal or "a signal to another rank"} at iteration {iter_num}' + ('' if always_save_checkpoint else
+                  f', keeping {out_dir}/ckpt.pt: the best model (always_save_checkpoint=False)'))
+        if always_save_checkpoint:
+            save_checkpoint(evaluated=False)
         break
 
 if task == 'classify' and 'test' in examples and not stops:  # the held-out figure, once, at the end
