@@ -97,8 +97,7 @@ class GPT(nn.Module):
     def __init__(self, config: GPTConfig):
         super().__init__()
         self.config = config
-        # rows padded to a multiple of 64 (50257 -> 50304) for faster matmuls; cut from the logits, never seen outside
-        padded = -(-config.vocab_size // 64) * 64
+        padded = -(-config.vocab_size // 64) * 64  # 50257 -> 50304 for faster matmuls; cut from the logits, never seen outside
         self.transformer = nn.ModuleDict(dict(
             wte=nn.Embedding(padded, config.n_embd),
             wpe=nn.Embedding(config.block_size, config.n_embd),
@@ -141,8 +140,7 @@ class GPT(nn.Module):
             keep = targets != -1
             h, targets = h[keep], targets[keep]  # (N, n_embd), (N,)
         logits = self.lm_head(h)[..., :self.config.vocab_size]  # the padding ids cut off
-        loss = None if targets is None else F.cross_entropy(logits.reshape(-1, logits.size(-1)), targets.reshape(-1),
-                                                            ignore_index=-1)
+        loss = None if targets is None else F.cross_entropy(logits.reshape(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-1)
         return (None if loss_only else logits), loss
 
     # ---------------------------------------------------------------- generation
@@ -256,8 +254,11 @@ class GPT(nn.Module):
             with open(os.path.join(path, 'config.json')) as f:
                 hf = json.load(f)
             cfg = dict(block_size=hf['n_positions'], **{k: hf[k] for k in ('vocab_size', 'n_layer', 'n_head', 'n_embd')})
-            if not all(type(v) is int and v > 0 for v in cfg.values()):
-                raise TypeError('its sizes must be positive integers')
+            same = dict(activation_function=('gelu_new', 'gelu_pytorch_tanh'), layer_norm_epsilon=(1e-5,), scale_attn_weights=(True,),
+                        scale_attn_by_inverse_layer_idx=(False,), tie_word_embeddings=(True,))  # GPT-2's; others compute else
+            odd = [f'{k}={hf[k]!r}' for k, v in same.items() if k in hf and hf[k] not in v]
+            if odd or not all(type(v) is int and v > 0 for v in cfg.values()):
+                raise TypeError(f'{", ".join(odd)}: not the GPT-2 that gpt2.py computes' if odd else 'its sizes must be positive integers')
         except (OSError, ValueError, KeyError, TypeError) as e:
             raise ValueError(f'{path} has no usable GPT-2 config.json ({type(e).__name__}: {e})') from None
         model = cls(GPTConfig(**{**cfg, 'bias': True, **overrides}))
@@ -275,6 +276,8 @@ class GPT(nn.Module):
         """Write config.json and model.safetensors so transformers.GPT2LMHeadModel.from_pretrained(out_dir) loads it."""
         from safetensors.torch import save_file
         cfg = self.config
+        if cfg.n_classes or any(isinstance(m, LoRALinear) for m in self.modules()):
+            raise ValueError("GPT-2's layout has no place for a classifier head or LoRA adapters: merge_lora() first, or keep the checkpoint")
         # bias=False models get zero biases: the same function in a layout that always has them
         sd = {name + '.bias': torch.zeros(m.weight.size(0)) for name, m in self.named_modules()
               if isinstance(m, (nn.Linear, nn.LayerNorm)) and m.bias is None and name not in ('lm_head', 'classifier')}
@@ -282,10 +285,9 @@ class GPT(nn.Module):
             if k != 'lm_head.weight' and not k.startswith('classifier.'):
                 v = v[:cfg.vocab_size] if k == 'transformer.wte.weight' else v
                 sd[k] = (v.t() if k.endswith(CONV1D) else v).detach().float().cpu().contiguous()
-        hf = dict(model_type='gpt2', architectures=['GPT2LMHeadModel'], vocab_size=cfg.vocab_size,
-                  n_positions=cfg.block_size, n_ctx=cfg.block_size, n_embd=cfg.n_embd, n_layer=cfg.n_layer,
-                  n_head=cfg.n_head, activation_function='gelu_new', layer_norm_epsilon=1e-5,
-                  resid_pdrop=cfg.dropout, embd_pdrop=cfg.dropout, attn_pdrop=cfg.dropout,
+        hf = dict(model_type='gpt2', architectures=['GPT2LMHeadModel'], vocab_size=cfg.vocab_size, n_positions=cfg.block_size,
+                  n_ctx=cfg.block_size, n_embd=cfg.n_embd, n_layer=cfg.n_layer, n_head=cfg.n_head, activation_function='gelu_new',
+                  layer_norm_epsilon=1e-5, resid_pdrop=cfg.dropout, embd_pdrop=cfg.dropout, attn_pdrop=cfg.dropout,
                   bos_token_id=50256, eos_token_id=50256, tie_word_embeddings=True)
         os.makedirs(out_dir, exist_ok=True)  # each file whole or not at all: written aside, then renamed
         save_file(sd, os.path.join(out_dir, 'model.safetensors.tmp'), metadata={'format': 'pt'})
@@ -405,8 +407,7 @@ def keep_mask(shape, p: float, dtype, device) -> torch.Tensor:
     64 bits random) gives four 16-bit uniforms, and a float mask multiplies 10x faster than a bool one."""
     n, drop = math.prod(shape), min(round(p * 65536), 65535)
     bits = torch.empty((n + 3) // 4, dtype=torch.int64, device=device).random_(-2**63, 2**63 - 1)
-    keep = torch.ge(bits.view(torch.int16)[:n].view(shape), drop - 32768,
-                    out=torch.empty(shape, dtype=dtype, device=device))
+    keep = torch.ge(bits.view(torch.int16)[:n].view(shape), drop - 32768, out=torch.empty(shape, dtype=dtype, device=device))
     return keep.mul_(65536 / (65536 - drop))
 
 

@@ -12,7 +12,7 @@ Both only swap what gpt2.projections names (as LoRA does) and the head: no block
 import torch
 import torch.nn as nn
 
-from gpt2 import GPT, projections
+from gpt2 import GPT, LoRALinear, projections
 
 
 def transpose_weights(model: GPT) -> GPT:
@@ -42,6 +42,8 @@ class Int8Linear(nn.Module):
 
 def int8(model: GPT) -> GPT:
     """int8 projections and head, everything else in bf16 (the head is no longer tied to the embedding)."""
+    if any(isinstance(m, LoRALinear) for m in model.modules()):
+        raise ValueError('dtype=int8 quantizes plain projections: merge_lora() first (GPT.from_checkpoint does)')
     if model.config.n_embd % 16:  # torch 2.13's kernel gave wrong numbers for inputs of 40 and crashed for 100
         raise ValueError(f"dtype=int8 needs n_embd to be a multiple of 16 (torch's int8 kernel), not {model.config.n_embd}: "
                          'use float32')

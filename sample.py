@@ -47,8 +47,13 @@ def die(msg):
 
 def load_model():
     """The model, its vocabulary as (encode, decode_bytes, eot), and the checkpoint's config (or {})."""
-    if init_from != 'resume':
-        return GPT.from_pretrained(init_from), bpe(), {}
+    if init_from != 'resume':  # GPT-2 BPE: a larger vocabulary (nanoGPT's 50304) is padding, never sampled
+        model = GPT.from_pretrained(init_from)
+        if model.config.vocab_size < 50257:
+            raise ValueError(f'{init_from} has {model.config.vocab_size} tokens, too few for GPT-2 BPE, which sample.py reads a folder '
+                             'as: sample from the train.py checkpoint instead (--out_dir=...)')
+        model.config.vocab_size = 50257
+        return model, bpe(), {}
     ckpt = settings.read_checkpoint(os.path.join(out_dir, 'ckpt.pt'))
     model = GPT.from_checkpoint(ckpt)
     cfg = dict(ckpt['config'], classes=ckpt.get('classes'))

@@ -208,6 +208,13 @@ def test_save_pretrained_loads_in_transformers(tiny, tmp_path):
         assert not [f for f in os.listdir(tmp_path) if f.endswith('.tmp')]
 
 
+def test_gelu_pytorch_tanh_is_gpt2s_gelu_too(tmp_path):
+    ref = hf_model(str(tmp_path), activation_function='gelu_pytorch_tanh', **TINY)  # what newer exports may say
+    idx = torch.randint(0, 97, (2, 24))
+    with torch.no_grad():
+        assert (GPT.from_pretrained(str(tmp_path)).eval()(idx)[0] - ref(idx).logits).abs().max() <= 1e-5
+
+
 def test_pytorch_model_bin_loads_too(tiny, tmp_path):
     ref, ours, _ = tiny
     ref.config.save_pretrained(str(tmp_path))  # the older layout: config.json beside a torch.save'd state dict
@@ -228,7 +235,12 @@ def test_clear_errors(tiny, tmp_path):
     with pytest.raises(ValueError, match=r'checkpoint weight \S+ has shape \(\d+,.*\) but the config .*n_embd=64.* needs'):
         GPT.from_pretrained(str(tmp_path))
     for broken, msg in [({k: v for k, v in cfg.items() if k != 'n_positions'}, "KeyError: 'n_positions'"),
-                        ({**cfg, 'n_layer': '2'}, 'TypeError: its sizes must be positive integers')]:
+                        ({**cfg, 'n_layer': '2'}, 'TypeError: its sizes must be positive integers'),
+                        # transformers reads these, and computes another function than GPT-2's with them
+                        ({**cfg, 'activation_function': 'relu'}, "activation_function='relu': not the GPT-2 that gpt2.py computes"),
+                        ({**cfg, 'tie_word_embeddings': False, 'layer_norm_epsilon': 0.1},
+                         'layer_norm_epsilon=0.1, tie_word_embeddings=False: not the GPT-2'),
+                        ({**cfg, 'scale_attn_by_inverse_layer_idx': True}, 'scale_attn_by_inverse_layer_idx=True: not')]:
         json.dump(broken, open(tmp_path / 'config.json', 'w'))
         with pytest.raises(ValueError, match=f'has no usable GPT-2 config.json .*{msg}'):
             GPT.from_pretrained(str(tmp_path))
@@ -519,6 +531,21 @@ def test_sample_py_errors_are_one_line(tmp_path):
         assert r.returncode == 1 and msg in r.stderr and 'Traceback' not in r.stderr, r.stderr
 
 
+@pytest.mark.skipif(not os.path.isdir(TIKTOKEN_CACHE), reason='needs ../shared/data/tiktoken_cache (GPT-2 BPE offline)')
+def test_sample_py_reads_a_folder_of_nanogpts_padded_vocabulary_and_refuses_a_small_one(tmp_path):
+    ref = hf_model(str(tmp_path / 'padded'), n_layer=1, n_head=2, n_embd=32, n_positions=32, vocab_size=50304)
+    with torch.no_grad():  # every hidden state is ln_f's bias, and the padding rows point along it: they win every draw
+        ref.transformer.ln_f.weight.zero_()
+        ref.transformer.wte.weight[50257:] = 100 * ref.transformer.ln_f.bias
+        assert (ref(torch.zeros(1, 1, dtype=torch.long)).logits[0, -1].argmax() >= 50257)
+    ref.save_pretrained(str(tmp_path / 'padded'))
+    r = run('sample.py', f'--init_from={tmp_path / "padded"}', '--num_samples=1', '--max_new_tokens=5')
+    assert r.returncode == 0, r.stderr[-2000:]  # ids past 50257 are padding: never drawn, so tiktoken never sees them
+    hf_model(str(tmp_path / 'small'), **TINY)
+    r = run('sample.py', f'--init_from={tmp_path / "small"}')
+    assert r.returncode == 1 and 'has 97 tokens, too few for GPT-2 BPE' in r.stderr and 'Traceback' not in r.stderr, r.stderr
+
+
 # ---------------------------------------------------------------- fine-tuning: freezing, LoRA, classifier, HellaSwag
 
 def train_steps(model, idx, targets, steps=3):
@@ -541,7 +568,7 @@ def test_frozen_parameters_stay_bit_identical(tiny):
         assert torch.equal(v, before[k]) != trainable, k  # frozen: untouched; trainable: moved
 
 
-def test_lora_trains_only_adapters_and_merges_exactly(tiny):
+def test_lora_trains_only_adapters_and_merges_exactly(tiny, tmp_path):
     _, _, path = tiny
     model = GPT.from_pretrained(path)
     base = {k: v.clone() for k, v in model.state_dict().items()}
@@ -559,8 +586,12 @@ def test_lora_trains_only_adapters_and_merges_exactly(tiny):
     with torch.no_grad():
         adapted = model(idx)[0]
         assert (adapted - GPT.from_pretrained(path)(idx)[0]).abs().max() > 1e-4  # the adapters did something
+        with pytest.raises(ValueError, match='merge_lora'):  # transformers would drop the adapters without a word
+            model.save_pretrained(str(tmp_path))
         model.merge_lora()
         assert not [k for k in model.state_dict() if '.lora_' in k]
+        model.save_pretrained(str(tmp_path))
+        assert (transformers.GPT2LMHeadModel.from_pretrained(str(tmp_path))(idx).logits - adapted).abs().max() <= 1e-5
         assert (model(idx)[0] - adapted).abs().max() <= 1e-5
 
 

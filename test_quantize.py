@@ -114,3 +114,10 @@ def test_sample_py_samples_in_int8(tmp_path, enc):
                        cwd=here, capture_output=True, text=True, timeout=120)
     assert p.returncode == 0, p.stderr
     assert p.stdout.startswith('Hello') and 'cpu, int8' in p.stderr and '8 tokens' in p.stderr
+
+
+def test_int8_refuses_unmerged_lora_adapters():
+    model = GPT(GPTConfig(n_layer=1, n_head=2, n_embd=32, block_size=8, vocab_size=64))
+    model.add_lora(rank=2, alpha=4)  # int8 would quantize the base weights alone, and the adapters would be lost
+    with pytest.raises(ValueError, match=r'merge_lora\(\) first'):
+        quantize.int8(model)
