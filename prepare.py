@@ -68,16 +68,17 @@ DEFAULTS = dict(
 
 def safe_cut(buf: bytes) -> int:
     # GPT-2's pre-tokenizer regex never joins text across the point just before a newline that
-    # is followed by a printable ASCII character, so encoding the pieces one by one gives the
-    # same ids as encoding the whole text at once.
+    # is followed by a printable ASCII character, nor across a printable ASCII character followed
+    # by ASCII whitespace (no pattern runs from a non-space into a space), so encoding the pieces
+    # one by one gives the same ids as encoding the whole text at once.
     i = len(buf) - 1
     while (i := buf.rfind(b'\n', 0, i)) > 0:
         if 0x21 <= buf[i + 1] <= 0x7e:
             return i
-    i = buf.rfind(b'\n') + 1  # no such point (one huge line?): any newline, else a char start
-    if i > 0:
-        return i
-    i = len(buf) - 1
+    for i in range(len(buf) - 1, max(len(buf) - 65536, 0), -1):  # one huge line, or CR line ends: a word's end
+        if buf[i] in b' \t\n\r\x0b\x0c' and 0x21 <= buf[i - 1] <= 0x7e:
+            return i
+    i = len(buf) - 1  # no ASCII space at all (e.g. CJK): a character's start, where the ids may differ a little
     while i > 0 and buf[i] & 0xC0 == 0x80:
         i -= 1
     return i or len(buf)
@@ -183,6 +184,7 @@ def split_docs(cfg: dict) -> dict[str, list[tuple[str, int, int]]]:
         paths = [src]
     else:
         raise SystemExit(f"prepare.py: no such file or folder {src!r}: {fix}")
+    paths = [p for p in paths if os.path.getsize(p)]  # an empty file is no document: val must not be one
     sizes = [os.path.getsize(p) for p in paths]
     if sum(sizes) == 0:
         raise SystemExit(f"prepare.py: {src} is empty: {fix}")
@@ -366,6 +368,9 @@ def prepare_fineweb(cfg: dict, out: str) -> None:
 
 def finish(out: str, counts: dict[str, int], meta: dict | None) -> None:
     """Rename the outputs into place: until now only *.tmp files existed."""
+    if empty := [s for s, n in counts.items() if n == 0]:
+        raise SystemExit(f"prepare.py: {empty[0]} would have no tokens: give it more text, or a --val_frac that leaves both "
+                         "splits some; no output was kept")
     meta_path = os.path.join(out, 'meta.pkl')
     if meta is not None:
         with open(meta_path + '.tmp', 'wb') as f:
@@ -410,6 +415,8 @@ def gpt2_only(cfg: dict, out: str) -> None:
         raise SystemExit(f"prepare.py: {os.path.basename(out)} is GPT-2 BPE only: drop --tokenizer")
 
 def write_examples(out: str, split: str, segments: list[list[int]], **arrays) -> None:
+    if not segments:
+        raise SystemExit(f"prepare.py: the {split} split would have no examples: the data has too few records; no output was kept")
     offsets = np.cumsum([0] + [len(s) for s in segments], dtype=np.int64)
     tokens = np.array([t for s in segments for t in s], np.uint16)
     os.makedirs(out, exist_ok=True)

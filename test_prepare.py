@@ -81,9 +81,10 @@ def test_bpe_round_trip(tmp_path, enc):
 
 @pytest.mark.parametrize('tokenizer', ['gpt2', 'char'])
 def test_small_chunks_change_nothing(tmp_path, monkeypatch, enc, tokenizer):
-    # cutting the text into many pieces must give exactly the ids of encoding it whole,
-    # even with multi-byte characters and lines that start with spaces around the cuts
-    text = TEXT * 3 + "x" * 500 + "🙂" * 300  # and a long line with no newline to cut at
+    # cutting the text into many pieces must give exactly the ids of encoding it whole, even with multi-byte
+    # characters, lines that start with spaces, a long line of words, old Mac line ends (CR alone) around the cuts
+    text = TEXT + "the quick  brown fox, jumps\tover 'the' lazy dog " * 30 + "one line\r" * 40 + TEXT * 2
+    text += "x" * 500 + "🙂" * 300  # and a long line with no space to cut at, in the val part
     src = write(tmp_path / 'in.txt', text)
     monkeypatch.setattr(prepare, 'CHUNK', 97)
     prepare.main(['mine', f'--input={src}', f'--tokenizer={tokenizer}', f'--out_dir={tmp_path}', '--workers=2'])
@@ -91,7 +92,7 @@ def test_small_chunks_change_nothing(tmp_path, monkeypatch, enc, tokenizer):
     split = int(len(text.encode()) * 0.9)
     if tokenizer == 'gpt2':
         raw = text.encode()
-        assert train.tolist() == enc.encode_ordinary(raw[:split].decode())
+        assert split < len(raw) - 1700 and train.tolist() == enc.encode_ordinary(raw[:split].decode())
         assert enc.decode_bytes(train.tolist()) + enc.decode_bytes(val.tolist()) == raw
     else:
         assert char_decode(tmp_path / 'mine', train) + char_decode(tmp_path / 'mine', val) == text
@@ -201,6 +202,9 @@ BAD = {
                     "is empty"),
     'vocab too big': (lambda t: ['mine', '--tokenizer=char', f'--input={write(t / "big.txt", "".join(chr(c) for c in range(0x100, 0x100 + 70_000) if not 0xD800 <= c < 0xE000))}'],
                       "more than the 65,536 ids uint16 can hold: pass --tokenizer=gpt2"),
+    'no val': (lambda t: ['mine', '--tokenizer=char', '--val_frac=0', f'--input={write(t / "a.txt", "text")}'],
+               "val would have no tokens: give it more text, or a --val_frac that leaves both splits some"),
+    'alpaca too few': (lambda t: ['alpaca', given(t / "a.json", json.dumps(ALPACA_RECORDS[:3]))], "split would have no examples"),
     'unknown key': (lambda t: ['shakespeare', '--max_shard=3'], "unknown setting 'max_shard'; did you mean 'max_shards'?"),
     'unknown dataset': (lambda t: ['shakespear'], "unknown dataset 'shakespear': did you mean shakespeare?"),
     'bad value': (lambda t: ['stdlib', '--seed=abc'], "seed must be int (like 1337), got 'abc'"),
@@ -374,6 +378,7 @@ def test_sms_spam_balanced_seeded_split(tmp_path, enc):
 
 def test_sms_spam_download_is_unzipped(tmp_path, monkeypatch, enc):
     lines = ['ham\t"quoted" start', 'spam\tWIN £100 now!', 'ham\tok\tsee you', 'spam\tcall 0800']
+    lines += [f'{kind}\tmessage {i}' for i in range(4) for kind in ('ham', 'spam')]  # enough for a val message
     zipped = io.BytesIO()
     with zipfile.ZipFile(zipped, 'w') as z:
         z.writestr('readme', 'not this one')
