@@ -72,18 +72,20 @@ def load(path: str, download: bool = False) -> list:
 @torch.no_grad()
 def ending_losses(model, ctx: list[int], endings: list[list[int]]) -> torch.Tensor:
     """Mean cross-entropy per token of each ending after ctx, in one padded batch (the likeliest ending
-    has the lowest). Rows longer than block_size lose their first tokens."""
+    has the lowest). Rows longer than block_size lose their first tokens: the context's, then an ending's
+    own (only the tokens of it still in the window are scored)."""
     ctx = ctx or [50256]  # an empty context: the endings follow <|endoftext|>, so their first token is scored too
-    rows = [(ctx + e)[-model.config.block_size:] for e in endings]
-    idx = torch.zeros(len(rows), max(map(len, rows)), dtype=torch.long)
+    rows = [(ctx + e)[-(model.config.block_size + 1):] for e in endings]  # inputs row[:-1], targets row[1:]
+    scored = [min(len(e), len(row) - 1) for row, e in zip(rows, endings)]
+    idx = torch.zeros(len(rows), max(map(len, rows)) - 1, dtype=torch.long)
     targets = torch.full_like(idx, -1)
-    for i, (row, e) in enumerate(zip(rows, endings)):
-        idx[i, :len(row)] = torch.tensor(row)
-        targets[i, len(row) - 1 - len(e):len(row) - 1] = torch.tensor(e)  # position t predicts token t + 1
+    for i, (row, n) in enumerate(zip(rows, scored)):
+        idx[i, :len(row) - 1] = torch.tensor(row[:-1])
+        targets[i, len(row) - 1 - n:len(row) - 1] = torch.tensor(row[-n:])  # position t predicts token t + 1
     dev = model.lm_head.weight.device
     logits, _ = model(idx.to(dev))
     loss = F.cross_entropy(logits.float().transpose(1, 2), targets.to(dev), ignore_index=-1, reduction='none')
-    return loss.sum(1).cpu() / torch.tensor([len(e) for e in endings])
+    return loss.sum(1).cpu() / torch.tensor(scored)
 
 
 def score(model, data: list, limit: int = 0, rank: int = 0, world_size: int = 1) -> list[int]:
@@ -96,9 +98,12 @@ def score(model, data: list, limit: int = 0, rank: int = 0, world_size: int = 1)
 
 if __name__ == '__main__':
     settings.configure(globals(), sys.argv[1:], __file__)
+    settings.check(globals(), __file__, minimum=dict(examples=0))
     try:
         if device == 'auto':
             device = 'cuda' if torch.cuda.is_available() else 'mps' if torch.backends.mps.is_available() else 'cpu'
+        if not {'cpu': True, 'cuda': torch.cuda.is_available(), 'mps': torch.backends.mps.is_available()}.get(device.split(':')[0]):
+            raise ValueError(f'device {device} asked for, but torch sees no such device here: use --device=cpu')
         if dtype == 'auto':
             dtype = 'bfloat16' if device.startswith('cuda') and torch.cuda.is_bf16_supported() else 'float32'
         if dtype not in ('float32', 'bfloat16', 'float16'):

@@ -630,3 +630,14 @@ def test_ending_losses_pick_the_likeliest_ending(tiny):
             want = ref(ids, labels=labels).loss.item()
         assert abs(got[i].item() - want) < 1e-5
     assert got.argmin().item() == min(range(4), key=lambda i: got[i].item())
+    # past block_size (24) the window keeps the last 24 inputs: a long context loses its start, and an ending
+    # longer than the window is scored on the tokens of it still inside
+    ctx = torch.randint(0, 97, (40,)).tolist()
+    endings = [[3, 4, 5], torch.randint(0, 97, (30,)).tolist()]
+    got = hellaswag.ending_losses(ours, ctx, endings)
+    for i, e in enumerate(endings):
+        row = torch.tensor(ctx + e)[-25:]
+        n = min(len(e), 24)
+        with torch.no_grad():
+            logits = ref(row[None, :-1]).logits[0]
+        assert abs(got[i].item() - F.cross_entropy(logits[-n:], row[-n:]).item()) < 1e-5

@@ -149,3 +149,11 @@ def test_train_py_eval_only_perplexity_and_hellaswag_agree_with_transformers(tmp
         want = torch.nn.functional.cross_entropy(ref(x[:, :-1]).logits[0], x[0, 1:])
     assert loss == pytest.approx(want.item(), abs=1e-4) and ppl == pytest.approx(math.exp(loss), rel=1e-3)
     assert acc == pytest.approx(transformers_accuracy(ref, enc, SCORED), abs=1e-4)
+
+
+@pytest.mark.parametrize('flag, message', [('--examples=-1', 'examples must be at least 0, got -1'),
+                                           ('--device=gpu', 'device gpu asked for, but torch sees no such device here')])
+def test_hellaswag_py_bad_settings_are_one_line(tmp_path, flag, message):
+    p = subprocess.run([sys.executable, os.path.join(HERE, 'hellaswag.py'), flag], cwd=tmp_path, capture_output=True,
+                       text=True, timeout=300)
+    assert p.returncode == 1 and message in p.stderr and 'Traceback' not in p.stderr, p.stderr
