@@ -195,18 +195,20 @@ def main():
 
     path = os.path.join(out_dir, f"judged-{re.sub(r'[^A-Za-z0-9_.-]+', '-', judge_model)}.jsonl")
     fields = ('instruction', 'input', 'reference', 'response', 'score', 'reply')
+    kept = read_rows(path, lambda r: set(fields) <= set(r))  # rows of another --limit, or a judge of a like name, stay
     judged = {(r['instruction'], r['input'], r['reference'], r['response']): r
-              for r in read_rows(path, lambda r: set(fields) <= set(r))}
+              for r in kept if r.get('judge', judge_model) == judge_model}
     rows = []
     for i, (rec, response) in enumerate(zip(records, responses), 1):
         k = (rec['instruction'], rec['input'], rec['output'], response)
         if k not in judged:
             reply = ask(judge_prompt(rec, response))
-            judged[k] = dict(zip(fields, (*k, parse_score(reply), reply)))
+            judged[k] = dict(zip(fields, (*k, parse_score(reply), reply)), judge=judge_model)
             append_row(path, judged[k])
             print(f'judged {i} of {len(records)}: {judged[k]["score"]}', flush=True)
         rows.append(judged[k])
-    write_rows(path, rows)  # this run's rows, in the order of the records
+    ours = {id(r) for r in rows}
+    write_rows(path, rows + [r for r in kept if id(r) not in ours])  # this run's rows in the order of the records, then the rest
     scores = [r['score'] for r in rows if r['score'] is not None]
     mean = f'mean score {sum(scores) / len(scores):.2f}' if scores else 'no score'
     unscored = len(rows) - len(scores)

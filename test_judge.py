@@ -263,6 +263,18 @@ def test_resumes_after_an_interruption_without_asking_again(run, fresh):
     check_scores(judged[3:], fresh['log'])
 
 
+def test_a_smaller_limit_and_a_judge_of_a_like_name_keep_the_rows_judged_before(run, fresh):
+    path = run / 'out' / 'judged-qwen2.5-7b.jsonl'  # the file of both qwen2.5:7b and qwen2.5-7b
+    assert judge_py(run, fresh, '--judge_model=qwen2.5:7b').returncode == 0 and len(rows(path)) == N
+    fresh['log'].clear()
+    assert judge_py(run, fresh, '--judge_model=qwen2.5:7b', '--limit=2').returncode == 0
+    assert not fresh['log'] and len(rows(path)) == N  # nothing asked again, nothing dropped
+    p = judge_py(run, fresh, '--judge_model=qwen2.5-7b')  # another judge: asked, not read from the other's rows
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert len(fresh['log']) == N and [r['judge'] for r in rows(path)] == ['qwen2.5-7b'] * N + ['qwen2.5:7b'] * N
+    assert judge_py(run, fresh, '--judge_model=qwen2.5:7b').returncode == 0 and len(fresh['log']) == N  # still kept
+
+
 class Echo:
     """Stands in for the model: notes its prompts, and answers the same tokens whatever it is asked."""
     def __init__(self, answer):
