@@ -188,6 +188,11 @@ def split_docs(cfg: dict) -> dict[str, list[tuple[str, int, int]]]:
     sizes = [os.path.getsize(p) for p in paths]
     if sum(sizes) == 0:
         raise SystemExit(f"prepare.py: {src} is empty: {fix}")
+    heads = {p: open(p, 'rb').read(3) for p in paths}
+    if utf16 := next((p for p, h in heads.items() if h[:2] in (b'\xff\xfe', b'\xfe\xff')), None):
+        raise SystemExit(f"prepare.py: {utf16} is UTF-16 text (it starts with its byte order mark): convert it to UTF-8, "
+                         f"e.g. iconv -f UTF-16 -t UTF-8 {utf16} > {utf16}.utf8.txt")
+    bom = {p: 3 * (h == b'\xef\xbb\xbf') for p, h in heads.items()}  # a UTF-8 byte order mark is no text: skipped
     if len(paths) == 1:  # one document: split by position, at a character boundary
         n = sizes[0]
         s = int(n * (1 - cfg['val_frac']))
@@ -197,10 +202,10 @@ def split_docs(cfg: dict) -> dict[str, list[tuple[str, int, int]]]:
                 s += 1
         if s == 0:
             raise SystemExit(f"prepare.py: {src} is too small to split: {fix}")
-        return {'train': [(paths[0], 0, s)], 'val': [(paths[0], s, n)]}
+        return {'train': [(paths[0], bom[paths[0]], s)], 'val': [(paths[0], s, n)]}
     n_val = min(len(paths) - 1, max(1, round(len(paths) * cfg['val_frac']))) if cfg['val_frac'] else 0
     val = set(sorted(paths, key=lambda p: rank(os.path.relpath(p, src), cfg['seed']))[:n_val])
-    docs = [(p, 0, n) for p, n in zip(paths, sizes)]
+    docs = [(p, bom[p], n) for p, n in zip(paths, sizes)]
     share = sum(n for p, _, n in docs if p in val) / sum(sizes)
     if share > 2 * cfg['val_frac'] + 0.05:  # whole files go to val: a few big ones can make it far too large
         print(f"prepare.py: warning: val holds {share:.0%} of the bytes (val_frac={cfg['val_frac']}), since whole "
@@ -260,7 +265,7 @@ def prepare_shakespeare(cfg: dict, out: str) -> None:
             os.makedirs(out, exist_ok=True)
             with open(cfg['input'] + '.tmp', 'wb') as f:
                 f.write(data)
-            os.replace(cfg['input'] + '.tmp', cfg['input'])
+            settings.replace_durably(cfg['input'] + '.tmp', cfg['input'])
     prepare_text(cfg, out)
 
 def read_shard(path: str):
@@ -357,7 +362,7 @@ def prepare_fineweb(cfg: dict, out: str) -> None:
             state['done'].append(name)
             with open(state_path + '.tmp', 'w') as f:
                 json.dump(state, f)
-            os.replace(state_path + '.tmp', state_path)
+            settings.replace_durably(state_path + '.tmp', state_path)
             if not local:
                 os.remove(path)
     for f in files.values():
@@ -375,12 +380,12 @@ def finish(out: str, counts: dict[str, int], meta: dict | None) -> None:
     if meta is not None:
         with open(meta_path + '.tmp', 'wb') as f:
             pickle.dump(meta, f)
-        os.replace(meta_path + '.tmp', meta_path)
+        settings.replace_durably(meta_path + '.tmp', meta_path)
     elif os.path.exists(meta_path):  # a stale char vocabulary would make sample.py misread BPE ids
         os.remove(meta_path)
     for split, n in counts.items():
         path = os.path.join(out, f'{split}.bin')
-        os.replace(path + '.tmp', path)
+        settings.replace_durably(path + '.tmp', path)
         print(f"{split}: {n:,} tokens -> {path}")
 
 # -----------------------------------------------------------------------------
@@ -427,7 +432,7 @@ def put_in_place(out: str, notes: dict[str, str]) -> None:
     """Rename every output into place at the end, so a failed run leaves only *.tmp files."""
     for name, note in notes.items():
         path = os.path.join(out, name)
-        os.replace(path + '.tmp', path)
+        settings.replace_durably(path + '.tmp', path)
         print(f"{name.split('.')[0]}: {note} -> {path}")
 
 def prepare_sms_spam(cfg: dict, out: str) -> None:
@@ -515,8 +520,8 @@ def parse(argv: list[str]) -> tuple[str, dict]:
         raise SystemExit(f"prepare.py: unknown dataset {name!r}: {hint}pick one of {', '.join(DATASETS)}, or pass --input=PATH")
     if cfg['tokenizer'] not in ('gpt2', 'char'):
         raise SystemExit(f"prepare.py: --tokenizer is gpt2 or char, got {cfg['tokenizer']!r}")
-    if not 0 <= cfg['val_frac'] < 1 or cfg['workers'] < 1:
-        raise SystemExit("prepare.py: --val_frac must be in [0, 1) and --workers at least 1")
+    if not 0 <= cfg['val_frac'] < 1 or cfg['workers'] < 1 or cfg['max_shards'] < 0:
+        raise SystemExit("prepare.py: --val_frac must be in [0, 1), --workers at least 1 and --max_shards at least 0")
     return name, cfg
 
 def main(argv: list[str]) -> None:

@@ -141,20 +141,22 @@ def prompt_ids(text: str) -> list[int]:
 # ----------------------------------------------------------------------------- checks, then the model
 if device == 'auto':
     device = 'cuda' if torch.cuda.is_available() else 'mps' if torch.backends.mps.is_available() else 'cpu'
-if device.startswith('cuda') and not torch.cuda.is_available():
-    die(f'device {device} asked for, but torch sees no CUDA GPU: use --device=cpu')
+if not {'cpu': True, 'cuda': torch.cuda.is_available(), 'mps': torch.backends.mps.is_available()}.get(device.split(':')[0]):
+    die(f'device {device} asked for, but torch sees no such device here: use --device=cpu (or auto, cuda, cuda:1, mps)')
 if dtype == 'auto':
     dtype = 'float32' if not device.startswith('cuda') else 'bfloat16' if torch.cuda.is_bf16_supported() else 'float16'
 if dtype not in ('float32', 'bfloat16', 'float16', 'int8'):
     die(f'unknown dtype {dtype!r}: use auto, float32, bfloat16, float16 or int8 (CPU)')
 if dtype == 'int8' and device != 'cpu':
     die(f'dtype=int8 is for CPUs (its kernel is torch\'s CPU one): on {device} use bfloat16 or float16')
-for bad, msg in ((temperature < 0, f'temperature must be >= 0 (0 is greedy), got {temperature}'),
+for bad, msg in ((temperature < 0 or 0 < temperature < 1e-4, f'temperature must be 0 (greedy) or at least 1e-4, got {temperature}'),
                  (not (top_k is None or type(top_k) is int and top_k >= 1), f'top_k must be at least 1, or None for all tokens; got {top_k!r}'),
                  (not (top_p is None or type(top_p) in (int, float) and 0 < top_p <= 1), f'top_p must be in (0, 1], or None; got {top_p!r}'),
                  (instruct not in (None, True, False), f'instruct must be True, False or None (as trained); got {instruct!r}'),
                  (max_new_tokens < 0, f'max_new_tokens must be >= 0, got {max_new_tokens}'),
-                 (num_beams < 1, f'num_beams must be at least 1 (1: sample, > 1: beam search), got {num_beams}')):
+                 (num_beams < 1, f'num_beams must be at least 1 (1: sample, > 1: beam search), got {num_beams}'),
+                 (num_samples < 1 or threads < 0, f'num_samples must be at least 1 and threads at least 0; got {num_samples}, {threads}'),
+                 (not 0 <= seed < 2 ** 63, f'seed must be in [0, 2**63), got {seed}')):
     if bad:
         die(msg)
 try:

@@ -169,12 +169,17 @@ def atomic_write(path: str, write) -> None:
     tmp = f'{path}.{host}-{os.getpid()}.tmp'
     try:
         write(tmp)
-        with open(tmp, 'rb+') as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        replace_durably(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+
+
+def replace_durably(tmp: str, path: str) -> None:
+    """Rename the whole file tmp over path once its bytes are on disk: after a power cut, path is the old file or the new."""
+    with open(tmp, 'rb+') as f:
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
 
 
 def alive(pid: int) -> bool:

@@ -98,6 +98,18 @@ def test_small_chunks_change_nothing(tmp_path, monkeypatch, enc, tokenizer):
         assert char_decode(tmp_path / 'mine', train) + char_decode(tmp_path / 'mine', val) == text
 
 
+def test_a_utf8_byte_order_mark_is_not_text(tmp_path, enc):
+    text = "the byte order mark some editors put first\n" * 20
+    for name, src in (('one', write(tmp_path / 'a.txt', '\ufeff' + text)),
+                      ('folder', write(tmp_path / 'd' / 'b.txt', '\ufeff' + text) and write(tmp_path / 'd' / 'c.txt', '\ufeff' + text).parent)):
+        prepare.main([name, f'--input={src}', '--tokenizer=char', f'--out_dir={tmp_path}'])
+        train, val = bins(tmp_path / name)
+        assert '\ufeff' not in char_decode(tmp_path / name, [*train, *val])
+    prepare.main(['bpe', f'--input={tmp_path / "a.txt"}', f'--out_dir={tmp_path}'])
+    train, val = bins(tmp_path / 'bpe')
+    assert enc.decode([*train, *val]) == text
+
+
 def make_folder(root):
     docs = {f'{i:02d}.txt': f"document {i}\r\nwith ünïcode {'é' * i}\n\n" * (i + 1) for i in range(12)}
     docs['sub/deep.txt'] = "a file in a subfolder\n"
@@ -205,6 +217,8 @@ BAD = {
     'no val': (lambda t: ['mine', '--tokenizer=char', '--val_frac=0', f'--input={write(t / "a.txt", "text")}'],
                "val would have no tokens: give it more text, or a --val_frac that leaves both splits some"),
     'alpaca too few': (lambda t: ['alpaca', given(t / "a.json", json.dumps(ALPACA_RECORDS[:3]))], "split would have no examples"),
+    'utf-16': (lambda t: ['mine', f'--input={write(t / "u.txt", "Notepad Unicode".encode("utf-16"))}'],
+               "u.txt is UTF-16 text (it starts with its byte order mark): convert it to UTF-8, e.g. iconv -f UTF-16"),
     'unknown key': (lambda t: ['shakespeare', '--max_shard=3'], "unknown setting 'max_shard'; did you mean 'max_shards'?"),
     'unknown dataset': (lambda t: ['shakespear'], "unknown dataset 'shakespear': did you mean shakespeare?"),
     'bad value': (lambda t: ['stdlib', '--seed=abc'], "seed must be int (like 1337), got 'abc'"),

@@ -84,12 +84,17 @@ def test_ctrl_d_at_the_prompt_quits_and_replies_show_their_speed(folder):
     assert '(5 tokens, ' in p.stderr and 'tokens/s)' in p.stderr
 
 
-@pytest.mark.parametrize('flag,message', [('--temperature=-1', 'temperature must be >= 0'),
+@pytest.mark.parametrize('flag,message', [('--temperature=-1', 'temperature must be 0 (greedy) or at least 1e-4'),
+                                          ('--temperature=1e-45', 'temperature must be 0 (greedy) or at least 1e-4'),
+                                          ('--temperature=None', 'temperature must be float (like 0.8), not None'),
+                                          ('--threads=-1', 'threads at least 0'),
+                                          ('--seed=-1', 'seed must be in [0, 2**63)'),
+                                          ('--device=gpu', 'torch sees no such device here'),
                                           ('--top_p=2', 'top_p must be in (0, 1]'),
                                           ('--top_k=0', 'top_k must be at least 1'),
                                           ('--top_k=-5', 'top_k must be at least 1'),
                                           ('--max_new_tokens=-1', 'max_new_tokens must be >= 0'),
-                                          ('--device=cuda', 'torch sees no CUDA GPU')])
+                                          ('--device=cuda', 'torch sees no such device here')])
 def test_bad_settings_are_one_line(folder, flag, message):
     if flag == '--device=cuda' and torch.cuda.is_available():
         pytest.skip('this machine has a GPU')
