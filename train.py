@@ -133,7 +133,7 @@ if gradient_accumulation_steps % world_size and not eval_only:  # it is the tota
         print(f'note: gradient_accumulation_steps rounded up to {gradient_accumulation_steps}, a multiple of the {world_size} processes')
 micro_steps = gradient_accumulation_steps // world_size  # this rank's share
 
-def cpu_flops(dt, n=512):  # FLOP/s of n x n matmuls in dtype dt, best of 3 (load moves it): 60 ms, 1.5 s if bf16 is emulated
+def cpu_flops(dt, n=512):  # FLOP/s of n x n matmuls in dtype dt, best of 3 (load moves it): 35-65 ms, 0.8 s if bf16 is emulated
     a = torch.randn(n, n, dtype=dt)
     return 2 * n ** 3 / min(timeit.repeat(lambda: a @ a, number=1, repeat=4)[1:])  # the first warms up
 
