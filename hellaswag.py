@@ -100,10 +100,7 @@ if __name__ == '__main__':
     settings.configure(globals(), sys.argv[1:], __file__)
     settings.check(globals(), __file__, minimum=dict(examples=0))
     try:
-        if device == 'auto':
-            device = 'cuda' if torch.cuda.is_available() else 'mps' if torch.backends.mps.is_available() else 'cpu'
-        if not {'cpu': True, 'cuda': torch.cuda.is_available(), 'mps': torch.backends.mps.is_available()}.get(device.split(':')[0]):
-            raise ValueError(f'device {device} asked for, but torch sees no such device here: use --device=cpu')
+        device = settings.resolve_device(device)
         if dtype == 'auto':
             dtype = 'bfloat16' if device.startswith('cuda') and torch.cuda.is_bf16_supported() else 'float32'
         if dtype not in ('float32', 'bfloat16', 'float16'):

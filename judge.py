@@ -105,12 +105,9 @@ def respond(ck: dict, records: list[dict], path: str) -> list[str]:
         except Exception as e:  # tiktoken downloads the BPE files once, then reads its cache
             raise ValueError(f"could not load GPT-2's BPE ({type(e).__name__}): connect to the network once, or set "
                              "TIKTOKEN_CACHE_DIR to a folder that holds tiktoken's cached gpt2 files") from None
-        dev = device if device != 'auto' else 'cuda' if torch.cuda.is_available() else \
-            'mps' if torch.backends.mps.is_available() else 'cpu'
+        dev = settings.resolve_device(device)
         dt = dtype if dtype != 'auto' else 'float32' if not dev.startswith('cuda') else \
             'bfloat16' if torch.cuda.is_bf16_supported() else 'float16'
-        if dev.startswith('cuda') and not torch.cuda.is_available():
-            raise ValueError(f'device {dev} asked for, but torch sees no CUDA GPU: use --device=cpu')
         model = GPT.from_checkpoint(ck).eval().to(dev, getattr(torch, dt))
         for i, r in enumerate(todo, 1):
             if key(r) in done:  # the same record twice

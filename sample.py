@@ -139,10 +139,10 @@ def prompt_ids(text: str) -> list[int]:
 
 
 # ----------------------------------------------------------------------------- checks, then the model
-if device == 'auto':
-    device = 'cuda' if torch.cuda.is_available() else 'mps' if torch.backends.mps.is_available() else 'cpu'
-if not {'cpu': True, 'cuda': torch.cuda.is_available(), 'mps': torch.backends.mps.is_available()}.get(device.split(':')[0]):
-    die(f'device {device} asked for, but torch sees no such device here: use --device=cpu (or auto, cuda, cuda:1, mps)')
+try:
+    device = settings.resolve_device(device)
+except ValueError as e:
+    die(str(e))
 if dtype == 'auto':
     dtype = 'float32' if not device.startswith('cuda') else 'bfloat16' if torch.cuda.is_bf16_supported() else 'float16'
 if dtype not in ('float32', 'bfloat16', 'float16', 'int8'):

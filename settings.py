@@ -1,7 +1,7 @@
 """
 What every script here shares (train.py, sample.py, prepare.py, hellaswag.py, plot.py, judge.py, the benches): the one
 settings mechanism, downloads, atomic file writes, and reading and writing train.py's checkpoints and meta.pkl.
-torch is imported only inside the checkpoint functions, since prepare.py uses this module without it.
+torch is imported only inside the functions that need it (checkpoints, devices), since prepare.py uses this module without it.
 
 A script's settings are its module-level globals of plain values (int, float, bool, str, None), each
 with a comment that says what it does. configure() overrides them from python config files and then
@@ -143,6 +143,16 @@ def help_text(source: str, defaults: dict) -> str:
             out.append(text)
         under = bool(key) or under and lines[r - 1].lstrip().startswith('#  ')
     return '\n'.join(out)
+
+
+def resolve_device(device: str) -> str:
+    """A script's device setting: auto picks cuda, then mps, then cpu; one torch does not see here is a ValueError."""
+    import torch
+    seen = {'cpu': True, 'cuda': torch.cuda.is_available(), 'mps': torch.backends.mps.is_available()}
+    device = next(d for d in ('cuda', 'mps', 'cpu') if seen[d]) if device == 'auto' else device
+    if not seen.get(device.split(':')[0]):
+        raise ValueError(f'device {device} asked for, but torch sees no such device here: use --device=cpu (or auto, cuda, cuda:1, mps)')
+    return device
 
 
 def download(url: str, fix: str) -> bytes:

@@ -119,11 +119,8 @@ if init_from != 'resume' and not eval_only and os.path.exists(os.path.join(out_d
 ddp = 'RANK' in os.environ  # started by torchrun
 rank, local_rank, world_size = (int(os.environ.get(k, d)) for k, d in (('RANK', 0), ('LOCAL_RANK', 0), ('WORLD_SIZE', 1)))
 master = rank == 0
-if device == 'auto':
-    device = 'cuda' if torch.cuda.is_available() else 'mps' if torch.backends.mps.is_available() else 'cpu'
+device = user_error(settings.resolve_device, device)  # auto: cuda, then mps, then cpu
 device_type = device.split(':')[0]
-if not {'cpu': True, 'cuda': torch.cuda.is_available(), 'mps': torch.backends.mps.is_available()}.get(device_type):
-    die(f'device {device} asked for, but torch sees no such device here: use --device=cpu (or auto, cuda, cuda:1, mps)')
 if device_type == 'cuda':
     device = f'cuda:{local_rank}' if ddp else device
     torch.cuda.set_device(device)
