@@ -204,8 +204,14 @@ def main():
             append_row(path, judged[k])
             print(f'judged {i} of {len(records)}: {judged[k]["score"]}', flush=True)
         rows.append(judged[k])
-    ours = {id(r) for r in rows}
-    write_rows(path, rows + [r for r in kept if id(r) not in ours])  # this run's rows in the order of the records, then the rest
+    # this run's rows in the order of the records, then, once each, the others kept: another judge's, or of a record
+    # beyond this --limit (those of this judge for these records but an older answer are dropped)
+    here, others = {(r['instruction'], r['input'], r['output']) for r in records}, {}
+    for r in kept:
+        k = (r.get('judge', judge_model), r['instruction'], r['input'], r['reference'], r['response'])
+        if k[0] != judge_model or k[1:4] not in here:
+            others[k] = r
+    write_rows(path, rows + list(others.values()))
     scores = [r['score'] for r in rows if r['score'] is not None]
     mean = f'mean score {sum(scores) / len(scores):.2f}' if scores else 'no score'
     unscored = len(rows) - len(scores)

@@ -68,7 +68,7 @@ DEFAULTS = dict(
 
 def safe_cut(buf: bytes) -> int:
     # GPT-2's pre-tokenizer regex never joins text across the point just before a newline that
-    # is followed by a printable ASCII character, nor across a printable ASCII character followed
+    # is followed by a printable ASCII character, nor across a character that is not a space followed
     # by ASCII whitespace (no pattern runs from a non-space into a space), so encoding the pieces
     # one by one gives the same ids as encoding the whole text at once.
     i = len(buf) - 1
@@ -76,9 +76,13 @@ def safe_cut(buf: bytes) -> int:
         if 0x21 <= buf[i + 1] <= 0x7e:
             return i
     for i in range(len(buf) - 1, max(len(buf) - 65536, 0), -1):  # one huge line, or CR line ends: a word's end
-        if buf[i] in b' \t\n\r\x0b\x0c' and 0x21 <= buf[i - 1] <= 0x7e:
-            return i
-    i = len(buf) - 1  # no ASCII space at all (e.g. CJK): a character's start, where the ids may differ a little
+        if buf[i] in b' \t\n\r\x0b\x0c':
+            j = i - 1
+            while j > 0 and buf[j] & 0xC0 == 0x80:  # back to the start of the character before
+                j -= 1
+            if not buf[j:i].decode('utf-8', 'replace').isspace():
+                return i
+    i = len(buf) - 1  # no word end in the last 64 KB (e.g. CJK): a character's start, where the ids may differ a little
     while i > 0 and buf[i] & 0xC0 == 0x80:
         i -= 1
     return i or len(buf)
@@ -203,7 +207,7 @@ def split_docs(cfg: dict) -> dict[str, list[tuple[str, int, int]]]:
         if s == 0:
             raise SystemExit(f"prepare.py: {src} is too small to split: {fix}")
         return {'train': [(paths[0], bom[paths[0]], s)], 'val': [(paths[0], s, n)]}
-    n_val = min(len(paths) - 1, max(1, round(len(paths) * cfg['val_frac']))) if cfg['val_frac'] else 0
+    n_val = min(len(paths) - 1, max(1, round(len(paths) * cfg['val_frac'])))
     val = set(sorted(paths, key=lambda p: rank(os.path.relpath(p, src), cfg['seed']))[:n_val])
     docs = [(p, bom[p], n) for p, n in zip(paths, sizes)]
     share = sum(n for p, _, n in docs if p in val) / sum(sizes)
@@ -520,8 +524,8 @@ def parse(argv: list[str]) -> tuple[str, dict]:
         raise SystemExit(f"prepare.py: unknown dataset {name!r}: {hint}pick one of {', '.join(DATASETS)}, or pass --input=PATH")
     if cfg['tokenizer'] not in ('gpt2', 'char'):
         raise SystemExit(f"prepare.py: --tokenizer is gpt2 or char, got {cfg['tokenizer']!r}")
-    if not 0 <= cfg['val_frac'] < 1 or cfg['workers'] < 1 or cfg['max_shards'] < 0:
-        raise SystemExit("prepare.py: --val_frac must be in [0, 1), --workers at least 1 and --max_shards at least 0")
+    if not 0 < cfg['val_frac'] < 1 or cfg['workers'] < 1 or cfg['max_shards'] < 0:
+        raise SystemExit("prepare.py: --val_frac must be in (0, 1), --workers at least 1 and --max_shards at least 0")
     return name, cfg
 
 def main(argv: list[str]) -> None:

@@ -148,9 +148,12 @@ def help_text(source: str, defaults: dict) -> str:
 def resolve_device(device: str) -> str:
     """A script's device setting: auto picks cuda, then mps, then cpu; one torch does not see here is a ValueError."""
     import torch
-    seen = {'cpu': True, 'cuda': torch.cuda.is_available(), 'mps': torch.backends.mps.is_available()}
-    device = next(d for d in ('cuda', 'mps', 'cpu') if seen[d]) if device == 'auto' else device
-    if not seen.get(device.split(':')[0]):
+    if device == 'auto':
+        return 'cuda' if torch.cuda.is_available() else 'mps' if torch.backends.mps.is_available() else 'cpu'
+    kind, _, index = device.partition(':')
+    backend = getattr(torch, kind, None)  # torch.cuda, torch.mps, torch.xpu, ...
+    if kind != 'cpu' and not (hasattr(backend, 'is_available') and backend.is_available()
+                              and (not index or index.isdigit() and int(index) < backend.device_count())):
         raise ValueError(f'device {device} asked for, but torch sees no such device here: use --device=cpu (or auto, cuda, cuda:1, mps)')
     return device
 

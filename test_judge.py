@@ -273,6 +273,7 @@ def test_a_smaller_limit_and_a_judge_of_a_like_name_keep_the_rows_judged_before(
     assert p.returncode == 0, p.stderr[-3000:]
     assert len(fresh['log']) == N and [r['judge'] for r in rows(path)] == ['qwen2.5-7b'] * N + ['qwen2.5:7b'] * N
     assert judge_py(run, fresh, '--judge_model=qwen2.5:7b').returncode == 0 and len(fresh['log']) == N  # still kept
+    assert len(rows(path)) == 2 * N  # and no row twice, however often it runs
 
 
 class Echo:

@@ -83,7 +83,7 @@ def test_bpe_round_trip(tmp_path, enc):
 def test_small_chunks_change_nothing(tmp_path, monkeypatch, enc, tokenizer):
     # cutting the text into many pieces must give exactly the ids of encoding it whole, even with multi-byte
     # characters, lines that start with spaces, a long line of words, old Mac line ends (CR alone) around the cuts
-    text = TEXT + "the quick  brown fox, jumps\tover 'the' lazy dog " * 30 + "one line\r" * 40 + TEXT * 2
+    text = TEXT + "the quick  brown fox, jumps\tover 'the' lazy dog " * 30 + "one line\r" * 40 + "Быстрая лиса " * 30 + TEXT * 2
     text += "x" * 500 + "🙂" * 300  # and a long line with no space to cut at, in the val part
     src = write(tmp_path / 'in.txt', text)
     monkeypatch.setattr(prepare, 'CHUNK', 97)
@@ -215,7 +215,7 @@ BAD = {
     'vocab too big': (lambda t: ['mine', '--tokenizer=char', f'--input={write(t / "big.txt", "".join(chr(c) for c in range(0x100, 0x100 + 70_000) if not 0xD800 <= c < 0xE000))}'],
                       "more than the 65,536 ids uint16 can hold: pass --tokenizer=gpt2"),
     'no val': (lambda t: ['mine', '--tokenizer=char', '--val_frac=0', f'--input={write(t / "a.txt", "text")}'],
-               "val would have no tokens: give it more text, or a --val_frac that leaves both splits some"),
+               "--val_frac must be in (0, 1)"),
     'alpaca too few': (lambda t: ['alpaca', given(t / "a.json", json.dumps(ALPACA_RECORDS[:3]))], "split would have no examples"),
     'utf-16': (lambda t: ['mine', f'--input={write(t / "u.txt", "Notepad Unicode".encode("utf-16"))}'],
                "u.txt is UTF-16 text (it starts with its byte order mark): convert it to UTF-8, e.g. iconv -f UTF-16"),

@@ -136,11 +136,12 @@ def cpu_flops(dt, n=512):  # FLOP/s of n x n matmuls in dtype dt, best of 3 (loa
 
 # bf16 autocast pays on a CPU only where its matmuls are faster, which no flag tells (AVX512-BF16: 2.3x on a Zen4, 0.55x on a Xeon)
 cpu_peak = {d: cpu_flops(getattr(torch, d)) for d in ('float32', 'bfloat16')} if device_type == 'cpu' else {}
+ratio = cpu_peak['bfloat16'] / cpu_peak['float32'] if cpu_peak else 0.0
 if dtype == 'auto' and device_type == 'cuda':
     dtype = 'bfloat16' if torch.cuda.is_bf16_supported() else 'float16'
-elif dtype == 'auto':  # mps: float32; a resumed run on the same device keeps the dtype it measured
-    dtype = 'bfloat16' if cpu_peak and cpu_peak['bfloat16'] > 1.2 * cpu_peak['float32'] else 'float32'
-    dtype = ckpt.get('dtype', dtype) if ckpt and ckpt.get('device') == device else dtype
+elif dtype == 'auto':  # mps: float32. Within 2x of the line, where noise could flip it, a resumed run keeps its dtype
+    dtype = ckpt.get('dtype', 'float32') if ckpt and ckpt.get('device') == device and 0.6 < ratio < 2.4 else \
+        'bfloat16' if ratio > 1.2 else 'float32'
 compile = device_type == 'cuda' and platform.system() != 'Windows' if compile is None else compile
 if optimizer == 'muon' and (dtype == 'float16' or lora_rank > 0 or trainable_layers == 0):  # (GradScaler skips per optimizer)
     die(f"optimizer=muon trains whole weight matrices in bf16 or float32, not {'in float16' if dtype == 'float16' else 'frozen (LoRA, trainable_layers=0)'}: use adamw")
@@ -404,7 +405,7 @@ signal.signal(signal.SIGTERM, on_signal)
 # ----------------------------------------------------------------------------- training loop
 if master:
     print(f'{raw_model.num_params() / 1e6:.2f}M parameters, vocabulary {vocab_size}; {world_size} process(es) on {device} in {dtype}'
-          f'{" compiled" if compile else ""}; {gradient_accumulation_steps} x {batch_size} x {block_size} tokens per iteration'
+          f'{f" (bf16 matmuls at {ratio:.2f}x float32 here)" if cpu_peak else ""}{" compiled" if compile else ""}; {gradient_accumulation_steps} x {batch_size} x {block_size} tokens per iteration'
           f'{" at most (examples are padded)" if task != "lm" else ""}; iteration {iter_num} of {max_iters}')
 first_iter, stops, timed, n_timed, timed_tokens = iter_num, 0.0, 0.0, 0, 0.0
 while True:
@@ -486,7 +487,9 @@ while True:
             save_checkpoint(evaluated=False)
         break
 
-if task == 'classify' and 'test' in examples and not stops:  # the held-out figure, once, at the end
+if task == 'classify' and 'test' in examples and not stops:  # the held-out figure, once, at the end, of the model kept
+    if not always_save_checkpoint:  # ckpt.pt holds the best evaluation's weights, maybe not the last ones
+        raw_model.load_state(settings.read_checkpoint(os.path.join(out_dir, 'ckpt.pt'))['model'])
     test = estimate_loss(('test',))
     if master:
         print(f"test accuracy {test['test_acc']:.2%} ({data_len['test']} examples), test loss {test['test']:.4f}")
