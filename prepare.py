@@ -273,14 +273,32 @@ def prepare_shakespeare(cfg: dict, out: str) -> None:
     prepare_text(cfg, out)
 
 def read_shard(path: str):
-    """The documents of one .parquet or .jsonl shard, a batch of rows at a time."""
+    """The documents of one .parquet or .jsonl shard, a batch of rows at a time. A shard that is not rows with a
+    string 'text' is a one-line error naming it (and the line, for jsonl)."""
     if path.endswith('.jsonl'):
-        with open(path, encoding='utf-8') as f:
-            yield from (json.loads(line)['text'] for line in f if line.strip())
+        with open(path, encoding='utf-8', errors='replace') as f:  # as text files: bad bytes become U+FFFD
+            for n, line in enumerate(f, 1):
+                if line.strip():
+                    try:
+                        text = json.loads(line)['text']
+                    except (ValueError, KeyError, TypeError):
+                        text = None
+                    if not isinstance(text, str):
+                        raise SystemExit(f"prepare.py: {path} line {n} is not a JSON object with a string 'text': "
+                                         "fix or remove the shard")
+                    yield text
     else:
+        import pyarrow
         import pyarrow.parquet as pq
-        for batch in pq.ParquetFile(path).iter_batches(batch_size=1024, columns=['text']):
-            yield from batch.column(0).to_pylist()
+        try:
+            for batch in pq.ParquetFile(path).iter_batches(batch_size=1024, columns=['text']):
+                texts = batch.column(0).to_pylist()
+                if not all(isinstance(t, str) for t in texts):
+                    raise TypeError('a text that is not a string')
+                yield from texts
+        except (pyarrow.ArrowException, TypeError, IndexError, ValueError) as e:
+            raise SystemExit(f"prepare.py: {path} is not a parquet shard with a string column 'text' "
+                             f"({type(e).__name__}: {str(e)[:80]}): fix or remove the shard") from None
 
 def batches(texts):  # documents grouped into tasks of about CHUNK characters
     batch, n = [], 0

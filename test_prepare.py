@@ -203,6 +203,14 @@ def given(path, data):  # an --input argument for a file with this content
     return f'--input={write(path, data)}'
 
 
+def parquet_shard(folder, **columns):  # an --input argument for a folder of one parquet shard of these columns
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    folder.mkdir(parents=True)
+    pq.write_table(pa.table(columns), folder / '000.parquet')
+    return f'--input={folder}'
+
+
 BAD = {
     'missing': (lambda t: ['mine', f'--input={t}/nope.txt'], "no such file or folder"),
     'name is a path': (lambda t: [str(t / 'elsewhere'), f'--input={write(t / "a.txt", "text")}'],
@@ -224,6 +232,12 @@ BAD = {
     'bad value': (lambda t: ['stdlib', '--seed=abc'], "seed must be int (like 1337), got 'abc'"),
     'bad tokenizer': (lambda t: ['stdlib', '--tokenizer=bpe'], "--tokenizer is gpt2 or char"),
     'no shards': (lambda t: ['fineweb_edu', f'--input={t}'], "no .parquet or .jsonl shards in"),
+    'shard not json': (lambda t: ['fineweb_edu', given(t / "s" / "a.jsonl", '{"text": "ok"}\n{"text": "cut sh\n') and f'--input={t / "s"}'],
+                       "a.jsonl line 2 is not a JSON object with a string 'text': fix or remove the shard"),
+    'shard null text': (lambda t: ['fineweb_edu', given(t / "s" / "a.jsonl", '{"text": null}\n') and f'--input={t / "s"}'],
+                        "a.jsonl line 1 is not a JSON object with a string 'text'"),
+    'shard no text column': (lambda t: ['fineweb_edu', parquet_shard(t / "p", body=['a', 'b'])],
+                             "000.parquet is not a parquet shard with a string column 'text'"),
     'examples need bpe': (lambda t: ['sms_spam', '--tokenizer=char'], "sms_spam is GPT-2 BPE only: drop --tokenizer"),
     'no sms file': (lambda t: ['sms_spam', f'--input={t}/nope'], "no such file"),
     'empty sms': (lambda t: ['sms_spam', given(t / "e", " \n")], "is empty"),
