@@ -255,7 +255,7 @@ class GPT(nn.Module):
                 hf = json.load(f)
             cfg = dict(block_size=hf['n_positions'], **{k: hf[k] for k in ('vocab_size', 'n_layer', 'n_head', 'n_embd')})
             same = dict(activation_function=('gelu_new', 'gelu_pytorch_tanh'), layer_norm_epsilon=(1e-5,), scale_attn_weights=(True,),
-                        scale_attn_by_inverse_layer_idx=(False,), tie_word_embeddings=(True,))  # GPT-2's; others compute else
+                        scale_attn_by_inverse_layer_idx=(False,), tie_word_embeddings=(True,))  # GPT-2's: others change the math
             odd = [f'{k}={hf[k]!r}' for k, v in same.items() if k in hf and hf[k] not in v]
             if odd or not all(type(v) is int and v > 0 for v in cfg.values()):
                 raise TypeError(f'{", ".join(odd)}: not the GPT-2 that gpt2.py computes' if odd else 'its sizes must be positive integers')

@@ -192,7 +192,10 @@ def split_docs(cfg: dict) -> dict[str, list[tuple[str, int, int]]]:
     sizes = [os.path.getsize(p) for p in paths]
     if sum(sizes) == 0:
         raise SystemExit(f"prepare.py: {src} is empty: {fix}")
-    heads = {p: open(p, 'rb').read(3) for p in paths}
+    heads = {}
+    for p in paths:  # the first bytes: a byte order mark says UTF-16, or a UTF-8 one to skip
+        with open(p, 'rb') as f:
+            heads[p] = f.read(3)
     if utf16 := next((p for p, h in heads.items() if h[:2] in (b'\xff\xfe', b'\xfe\xff')), None):
         raise SystemExit(f"prepare.py: {utf16} is UTF-16 text (it starts with its byte order mark): convert it to UTF-8, "
                          f"e.g. iconv -f UTF-16 -t UTF-8 {utf16} > {utf16}.utf8.txt")

@@ -50,8 +50,8 @@ def load_model():
     if init_from != 'resume':  # GPT-2 BPE: a larger vocabulary (nanoGPT's 50304) is padding, never sampled
         model = GPT.from_pretrained(init_from)
         if model.config.vocab_size < 50257:
-            raise ValueError(f'{init_from} has {model.config.vocab_size} tokens, too few for GPT-2 BPE, which sample.py reads a folder '
-                             'as: sample from the train.py checkpoint instead (--out_dir=...)')
+            raise ValueError(f'{init_from} has {model.config.vocab_size} tokens, too few for GPT-2 BPE (50257 ids, which sample.py '
+                             'reads a folder as): sample from the train.py checkpoint instead (--out_dir=...)')
         model.config.vocab_size = 50257
         return model, bpe(), {}
     ckpt = settings.read_checkpoint(os.path.join(out_dir, 'ckpt.pt'))

@@ -29,7 +29,7 @@ def configure(g: dict, argv: list[str], source: str) -> dict[str, str]:
     (positional) first, then --key=value, wherever each stands in argv. source is the script's file: its name
     goes in front of every error, and --help reads the comments from it. Returns {key: what set it} for the
     keys that were set, whatever their values: '--' for a flag, else the config file's path. None is taken
-    only by settings whose default is None or whose comment says what None means."""
+    only by a setting that is None until then (its default, or an earlier file) or whose comment says what None means."""
     script = os.path.basename(source)
     keys = list(plain(g))
     if any(a in ('-h', '--help') for a in argv):
