@@ -142,7 +142,7 @@ def sample(read, trained):
         ref.save_pretrained(d)
         ours = GPT.from_pretrained(d).eval()
     idx = torch.randint(0, 50257, (1, 16))
-    models = {'float32': quantize.transpose_weights(ours), 'int8': quantize.int8(copy.deepcopy(ours))}  # as sample.py
+    models = {'float32': quantize.fast_float32(ours), 'int8': quantize.int8(copy.deepcopy(ours))}  # as sample.py
     runs = {'transformers float32': lambda: ref.generate(idx, max_new_tokens=new_tokens, min_new_tokens=new_tokens,
                                                          do_sample=True, top_k=200, pad_token_id=50256)}
     for name, m in list(models.items()):

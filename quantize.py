@@ -1,25 +1,55 @@
 """
 Faster sampling on the CPU, for inference only. Each new token reads every weight once, so on a CPU sampling
 is bound by memory reads (bench.py measures the ceiling), and what helps is reading fewer or faster bytes:
-- `transpose_weights(model)`: float32 weights stored (in, out) in memory, the same values and shapes: a single
-  row times a weight ran 1.1-1.6x faster so on the CPUs measured (BENCH.md).
+- `fast_float32(model)`: float32 weights, the same values, but one row times a large weight is one batched
+  matmul over 16 blocks of its output rows (SplitLinear). torch's CPU BLAS (MKL) ran a matrix-vector product on
+  one thread at 10-17 GB/s on the Zen4, half what its memory gives; in blocks each thread takes its own: 22-40
+  GB/s (BENCH.md). sample.py applies this on a CPU in float32.
 - `int8(model)`: the projections and the head as int8 with one scale per output row (a quarter of float32's
   bytes), the rest in bf16, multiplied by torch's own CPU kernel for this, torch._weight_int8pack_mm.
   torchao's int8 weight-only config (0.18, eager) dequantized each weight to bf16 before a plain matmul on
   the CPU, 2.3x slower than bf16 weights, so it is not used here. sample.py --dtype=int8 picks this.
 Both only swap what gpt2.projections names (as LoRA does) and the head: no block's internals change.
 """
+import math
+
 import torch
 import torch.nn as nn
 
 from gpt2 import GPT, LoRALinear, projections
 
 
-def transpose_weights(model: GPT) -> GPT:
-    """Keep each projection's weight, and the head's (tied to the token embedding), (out, in) in shape but
-    (in, out) in memory: GPT.stream then needs no transposed copy of the head either."""
-    for w in [getattr(m, n).weight for m, n in projections(model)] + [model.lm_head.weight]:
-        w.data = w.data.t().contiguous().t()
+class SplitLinear(nn.Linear):
+    """nn.Linear with the same weight and bias (shared, not copied), and for up to 4 rows a faster product on CPUs:
+    the (out, in) weight viewed as `blocks` stacked (out / blocks, in) blocks, each a matrix-vector product of its
+    own in one bmm that MKL spreads over the threads. More rows (a prompt) go through nn.Linear as before."""
+
+    def __init__(self, linear: nn.Linear):
+        super().__init__(linear.in_features, linear.out_features, bias=False, device='meta')
+        self.weight, self.bias = linear.weight, linear.bias
+        self.blocks = math.gcd(linear.out_features, 16)  # 4 to 64 blocks ran alike on 2 threads; 16 leaves room for more
+
+    def forward(self, x):
+        h = x.reshape(-1, self.in_features)  # (rows, in)
+        if h.size(0) > 4:  # from 8 rows on, nn.Linear was as fast
+            return super().forward(x)
+        w = self.weight.view(self.blocks, -1, self.in_features)  # a view: (out, in) is contiguous
+        y = torch.bmm(w, h.t().expand(self.blocks, -1, -1)).view(self.out_features, -1).t()  # (rows, out)
+        y = y if self.bias is None else y + self.bias
+        return y.reshape(*x.shape[:-1], self.out_features)
+
+
+def fast_float32(model: GPT) -> GPT:
+    """Faster one token at a time on a CPU, the same parameters (the head stays tied): each projection and the head
+    of 1 MB or more becomes a SplitLinear. Smaller ones are read from cache, where bmm's extra steps cost more than
+    it gains (the 4 x 128 model sampled 1.2x slower split); they are instead stored (in, out) in memory, the same
+    shape, for which one row times them ran 1.2x faster, and GPT.stream's (in, out) copy of a small head is free."""
+    for m, n in projections(model) + [(model, 'lm_head')]:
+        lin = getattr(m, n)
+        if lin.weight.numel() >= 2 ** 18:
+            setattr(m, n, SplitLinear(lin))
+        else:
+            lin.weight.data = lin.weight.data.t().contiguous().t()
     return model
 
 

@@ -186,7 +186,7 @@ if dtype == 'int8':
 else:  # weights in dtype: no per-step casts as under autocast
     model.eval().to(device, getattr(torch, dtype))
     if device == 'cpu' and dtype == 'float32':
-        quantize.transpose_weights(model)
+        quantize.fast_float32(model)
 if device == 'cpu' and (threads or n_params < 30e6):
     torch.set_num_threads(threads or 1)
 if compile:

@@ -1,5 +1,5 @@
 """
-quantize.py: float32 weights kept (in, out) in memory change no output, and int8 weights stay within the stated
+quantize.py: fast_float32 changes no output beyond float32 rounding, and int8 weights stay within the stated
 tolerance of float32 (val perplexity within 1%) on a model trained here on real text. The oracles: transformers'
 greedy generation, and the float32 model itself.
 """
@@ -43,22 +43,37 @@ def test_int8_refuses_widths_its_kernel_gets_wrong():
         quantize.int8(GPT(GPTConfig(n_layer=1, n_head=2, n_embd=40, block_size=8, vocab_size=10)))
 
 
-def test_transposed_weights_change_no_output_and_greedy_still_matches_transformers(tmp_path):
+def test_split_linear_is_nn_linear_for_any_number_of_rows():
+    torch.manual_seed(0)
+    lin = nn.Linear(96, 80)
+    split = quantize.SplitLinear(lin)
+    assert split.weight is lin.weight and split.bias is lin.bias and split.blocks == 16
+    for shape in [(1, 96), (1, 1, 96), (3, 1, 96), (4, 96), (2, 5, 96)]:  # up to 4 rows in blocks, more as nn.Linear
+        x = torch.randn(shape)
+        assert split(x).shape == (*shape[:-1], 80)
+        assert (split(x) - lin(x)).abs().max() <= 1e-5
+
+
+def test_fast_float32_changes_no_output_and_greedy_still_matches_transformers(tmp_path):
     transformers = pytest.importorskip('transformers')
     torch.manual_seed(0)
-    ref = transformers.GPT2LMHeadModel(transformers.GPT2Config(n_layer=2, n_head=4, n_embd=128, n_positions=48,
-                                                               vocab_size=300)).eval()
+    # n_embd 256: the MLP's weights (256 x 1024) and the head (1100 x 256) are split, the attention's are not
+    ref = transformers.GPT2LMHeadModel(transformers.GPT2Config(n_layer=2, n_head=4, n_embd=256, n_positions=40,
+                                                               vocab_size=1100)).eval()
     ref.save_pretrained(tmp_path)
-    ours = quantize.transpose_weights(GPT.from_pretrained(str(tmp_path)).eval())
-    assert not ours.transformer.h[0].mlp.c_fc.weight.is_contiguous()  # (in, out) in memory ...
-    assert ours.transformer.h[0].mlp.c_fc.weight.t().is_contiguous()
-    assert ours.lm_head.weight is ours.transformer.wte.weight  # ... still tied
-    idx = torch.randint(0, 300, (2, 8), generator=torch.Generator().manual_seed(1))
-    n = 48 - 8
+    ours = quantize.fast_float32(GPT.from_pretrained(str(tmp_path)).eval())
+    block = ours.transformer.h[0]
+    assert isinstance(block.mlp.c_fc, quantize.SplitLinear) and isinstance(ours.lm_head, quantize.SplitLinear)
+    assert type(block.attn.c_attn) is nn.Linear and block.attn.c_attn.weight.t().is_contiguous()  # (in, out) in memory
+    assert ours.lm_head.weight is ours.transformer.wte.weight  # still tied
+    idx = torch.randint(0, 1100, (2, 8), generator=torch.Generator().manual_seed(1))
+    n = 40 - 8
     with torch.no_grad():
         want = ref.generate(idx, max_new_tokens=n, min_new_tokens=n, do_sample=False, pad_token_id=0)
         assert (ours(idx)[0] - ref(idx).logits).abs().max() <= 1e-4
-    assert torch.equal(ours.generate(idx, n, temperature=0), want)
+        assert (ours(idx[:1, :1])[0] - ref(idx[:1, :1]).logits).abs().max() <= 1e-4  # one row: the blocks
+    assert torch.equal(ours.generate(idx, n, temperature=0), want)  # two rows a step: the blocks
+    assert torch.equal(ours.generate(idx[:1], n, temperature=0), want[:1])
 
 
 @pytest.fixture(scope='module')
