@@ -46,9 +46,9 @@ def fast_float32(model: GPT) -> GPT:
     shape, for which one row times them ran 1.2x faster, and GPT.stream's (in, out) copy of a small head is free."""
     for m, n in projections(model) + [(model, 'lm_head')]:
         lin = getattr(m, n)
-        if lin.weight.numel() >= 2 ** 18:
+        if type(lin) is nn.Linear and lin.weight.numel() >= 2 ** 18:  # (an unmerged LoRA layer stays as it is)
             setattr(m, n, SplitLinear(lin))
-        else:
+        elif type(lin) is nn.Linear:
             lin.weight.data = lin.weight.data.t().contiguous().t()
     return model
 
