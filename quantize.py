@@ -1,7 +1,7 @@
 """
 Faster sampling on the CPU, for inference only. Each new token reads every weight once, so on a CPU sampling
 is bound by memory reads (bench.py measures the ceiling), and what helps is reading fewer or faster bytes:
-- `fast_float32(model)`: float32 weights, the same values, but one row times a large weight is one batched
+- `fast_float32(model)`: float32 weights, the same values, but 1 to 4 rows times a large weight is one batched
   matmul over 16 blocks of its output rows (SplitLinear). torch's CPU BLAS (MKL) ran a matrix-vector product on
   one thread at 10-17 GB/s on the Zen4, half what its memory gives; in blocks each thread takes its own: 22-40
   GB/s (BENCH.md). sample.py applies this on a CPU in float32.
@@ -20,28 +20,28 @@ from gpt2 import GPT, LoRALinear, projections
 
 
 class SplitLinear(nn.Linear):
-    """nn.Linear with the same weight and bias (shared, not copied), and for up to 4 rows a faster product on CPUs:
+    """nn.Linear with the same weight and bias (shared, not copied), and for 1 to 4 rows a faster product on CPUs:
     the (out, in) weight viewed as `blocks` stacked (out / blocks, in) blocks, each a matrix-vector product of its
-    own in one bmm that MKL spreads over the threads. More rows (a prompt) go through nn.Linear as before."""
+    own in one bmm that MKL spreads over the threads. More rows (a prompt) go through nn.Linear's own product."""
 
     def __init__(self, linear: nn.Linear):
         super().__init__(linear.in_features, linear.out_features, bias=False, device='meta')
         self.weight, self.bias = linear.weight, linear.bias
-        self.blocks = math.gcd(linear.out_features, 16)  # 4 to 64 blocks ran alike on 2 threads; 16 leaves room for more
+        # 16 blocks, or the most that divide out_features: 4 to 64 ran alike on 2 threads; 16 leaves room for more
+        self.blocks = math.gcd(linear.out_features, 16)
 
     def forward(self, x):
         h = x.reshape(-1, self.in_features)  # (rows, in)
         if h.size(0) > 4:  # from 8 rows on, nn.Linear was as fast
             return super().forward(x)
-        w = self.weight.view(self.blocks, -1, self.in_features)  # a view: (out, in) is contiguous
-        y = torch.bmm(w, h.t().expand(self.blocks, -1, -1)).view(self.out_features, -1).t()  # (rows, out)
-        y = y if self.bias is None else y + self.bias
-        return y.reshape(*x.shape[:-1], self.out_features)
+        w, h = self.weight.view(self.blocks, -1, self.in_features), h.t().expand(self.blocks, -1, -1)
+        y = torch.bmm(w, h) if self.bias is None else torch.baddbmm(self.bias.view(self.blocks, -1, 1), w, h)
+        return y.view(self.out_features, -1).t().reshape(*x.shape[:-1], self.out_features)  # (blocks, out/blocks, rows)
 
 
 def fast_float32(model: GPT) -> GPT:
-    """Faster one token at a time on a CPU, the same parameters (the head stays tied): each projection and the head
-    of 1 MB or more becomes a SplitLinear. Smaller ones are read from cache, where bmm's extra steps cost more than
+    """Faster one token at a time for a float32 model on a CPU (sample.py calls it only then), the same parameters
+    (the head stays tied): each projection and the head of 1 MB or more (2^18 weights) becomes a SplitLinear. Smaller ones are read from cache, where bmm's extra steps cost more than
     it gains (the 4 x 128 model sampled 1.2x slower split); they are instead stored (in, out) in memory, the same
     shape, for which one row times them ran 1.2x faster, and GPT.stream's (in, out) copy of a small head is free."""
     for m, n in projections(model) + [(model, 'lm_head')]:

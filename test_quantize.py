@@ -43,14 +43,15 @@ def test_int8_refuses_widths_its_kernel_gets_wrong():
         quantize.int8(GPT(GPTConfig(n_layer=1, n_head=2, n_embd=40, block_size=8, vocab_size=10)))
 
 
-def test_split_linear_is_nn_linear_for_any_number_of_rows():
+@pytest.mark.parametrize('out, bias, blocks', [(80, True, 16), (80, False, 16), (100, True, 4), (7, True, 1)])
+def test_split_linear_is_nn_linear_for_any_number_of_rows(out, bias, blocks):
     torch.manual_seed(0)
-    lin = nn.Linear(96, 80)
+    lin = nn.Linear(96, out, bias=bias)
     split = quantize.SplitLinear(lin)
-    assert split.weight is lin.weight and split.bias is lin.bias and split.blocks == 16
-    for shape in [(1, 96), (1, 1, 96), (3, 1, 96), (4, 96), (2, 5, 96)]:  # up to 4 rows in blocks, more as nn.Linear
+    assert split.weight is lin.weight and split.bias is lin.bias and split.blocks == blocks
+    for shape in [(96,), (1, 96), (1, 1, 96), (3, 1, 96), (4, 96), (2, 5, 96)]:  # up to 4 rows in blocks, more as nn.Linear
         x = torch.randn(shape)
-        assert split(x).shape == (*shape[:-1], 80)
+        assert split(x).shape == (*shape[:-1], out)
         assert (split(x) - lin(x)).abs().max() <= 1e-5
 
 
