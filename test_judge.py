@@ -276,6 +276,21 @@ def test_a_smaller_limit_and_a_judge_of_a_like_name_keep_the_rows_judged_before(
     assert len(rows(path)) == 2 * N  # and no row twice, however often it runs
 
 
+def test_a_row_of_an_older_answer_is_judged_again_and_dropped(run, fresh):
+    path = run / 'out' / 'judged-llama3.jsonl'
+    assert judge_py(run, fresh).returncode == 0 and len(rows(path)) == N
+    old = rows(path)
+    old[1]['response'] = 'an answer of an earlier checkpoint'  # its record is this run's, its answer is not
+    path.write_text(''.join(json.dumps(r) + '\n' for r in old), encoding='utf-8')
+    fresh['log'].clear()
+    p = judge_py(run, fresh)
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert len(fresh['log']) == 1  # only that record asked again
+    judged = rows(path)
+    assert len(judged) == N and all(r['response'] != 'an answer of an earlier checkpoint' for r in judged)
+    check_scores(judged[1:2], fresh['log'])
+
+
 class Echo:
     """Stands in for the model: notes its prompts, and answers the same tokens whatever it is asked."""
     def __init__(self, answer):
