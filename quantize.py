@@ -36,14 +36,16 @@ class SplitLinear(nn.Linear):
             return super().forward(x)
         w, h = self.weight.view(self.blocks, -1, self.in_features), h.t().expand(self.blocks, -1, -1)
         y = torch.bmm(w, h) if self.bias is None else torch.baddbmm(self.bias.view(self.blocks, -1, 1), w, h)
-        return y.view(self.out_features, -1).t().reshape(*x.shape[:-1], self.out_features)  # (blocks, out/blocks, rows)
+        # y is (blocks, out / blocks, rows): in memory, (out, rows)
+        return y.view(self.out_features, -1).t().reshape(*x.shape[:-1], self.out_features)
 
 
 def fast_float32(model: GPT) -> GPT:
-    """Faster one token at a time for a float32 model on a CPU (sample.py calls it only then), the same parameters
-    (the head stays tied): each projection and the head of 1 MB or more (2^18 weights) becomes a SplitLinear. Smaller ones are read from cache, where bmm's extra steps cost more than
-    it gains (the 4 x 128 model sampled 1.2x slower split); they are instead stored (in, out) in memory, the same
-    shape, for which one row times them ran 1.2x faster, and GPT.stream's (in, out) copy of a small head is free."""
+    """Faster one token at a time for a float32 model on a CPU (sample.py calls it only then), the same
+    parameters (the head stays tied): each projection and the head of 1 MB or more (2^18 weights) becomes a
+    SplitLinear. Smaller ones are read from cache, where bmm's extra steps cost more than it gains (the 4 x 128
+    model sampled 1.2x slower split); they are instead stored (in, out) in memory, the same shape, for which one
+    row times them ran 1.2x faster, and GPT.stream's (in, out) copy of a small head is then free."""
     for m, n in projections(model) + [(model, 'lm_head')]:
         lin = getattr(m, n)
         if type(lin) is nn.Linear and lin.weight.numel() >= 2 ** 18:  # (an unmerged LoRA layer stays as it is)
