@@ -58,7 +58,7 @@ def hf_folder(path, seed=0, n_positions=64):
     return m.eval()
 
 
-def test_logits(model, z, block_size=32):
+def class_logits(model, z, block_size=32):
     """Class logits of each test message, one message at a time (cut to block_size tokens, as train.py does)."""
     rows = [z['tokens'][a:b][:block_size].tolist() for a, b in zip(z['offsets'][:-1], z['offsets'][1:])]
     with torch.no_grad():
@@ -76,7 +76,7 @@ def test_spam_classifier_trains_reports_test_accuracy_and_labels_text(tmp_path):
     model, ck = load(tmp_path / 'out' / 'ckpt.pt')
     assert ck['classes'] == ['ham', 'spam']
     z = np.load(tmp_path / 'data' / 'sms_spam' / 'test.npz')
-    assert acc == pytest.approx(np.mean(test_logits(model, z).argmax(1).numpy() == z['labels']), abs=1e-4)
+    assert acc == pytest.approx(np.mean(class_logits(model, z).argmax(1).numpy() == z['labels']), abs=1e-4)
     # frozen: every block but the last kept its initial weights (the scratch init under the same seed)
     torch.manual_seed(1337)
     init = GPT(GPTConfig(**ck['model_args'])).state_dict()
@@ -102,7 +102,7 @@ def test_with_always_save_checkpoint_false_the_test_figures_are_the_best_checkpo
     assert ck['iter_num'] == 0  # at a learning rate of 1 the later evaluations were worse: the first is kept
     acc, loss = re.search(r'test accuracy ([\d.]+)% \(300 examples\), test loss ([\d.]+)', p.stdout).groups()
     z = np.load(tmp_path / 'data' / 'sms_spam' / 'test.npz')
-    logits = test_logits(model, z)  # the kept model's, not the last step's (whose test loss was about 4)
+    logits = class_logits(model, z)  # the kept model's, not the last step's (whose test loss was about 4)
     assert float(acc) / 100 == pytest.approx(np.mean(logits.argmax(1).numpy() == z['labels']), abs=1e-4)
     assert float(loss) == pytest.approx(F.cross_entropy(logits, torch.as_tensor(z['labels'])).item(), abs=1e-3)
 
