@@ -48,9 +48,11 @@ def fast_float32(model: GPT) -> GPT:
     row times them ran 1.2x faster, and GPT.stream's (in, out) copy of a small head is then free."""
     for m, n in projections(model) + [(model, 'lm_head')]:
         lin = getattr(m, n)
-        if type(lin) is nn.Linear and lin.weight.numel() >= 2 ** 18:  # (an unmerged LoRA layer stays as it is)
+        if type(lin) is not nn.Linear:  # an unmerged LoRA layer stays as it is
+            continue
+        if lin.weight.numel() >= 2 ** 18:
             setattr(m, n, SplitLinear(lin))
-        elif type(lin) is nn.Linear:
+        else:
             lin.weight.data = lin.weight.data.t().contiguous().t()
     return model
 
