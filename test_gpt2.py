@@ -89,6 +89,16 @@ def test_kv_cache_equals_uncached_past_block_size(tiny):
     assert torch.equal(ours.generate(long, 10, temperature=0), uncached_greedy(ours, long, 10))
 
 
+def test_generation_traces_as_one_graph(tiny):
+    # sample.py --compile=True compiles hidden with dynamic shapes; a graph break (is_causal got a symbolic T > 1)
+    # once split it into a graph per block. fullgraph raises on any; the eager backend traces without compiling
+    _, ours, _ = tiny
+    m = copy.deepcopy(ours)
+    m.hidden = torch.compile(m.hidden, dynamic=True, fullgraph=True, backend='eager')
+    idx = torch.randint(0, 97, (1, 5), generator=torch.Generator().manual_seed(5))
+    assert torch.equal(m.generate(idx, 8, temperature=0), ours.generate(idx, 8, temperature=0))
+
+
 def test_batch_of_prompts_equals_one_at_a_time(tiny):
     _, ours, _ = tiny
     idx = torch.randint(0, 97, (4, 7), generator=torch.Generator().manual_seed(4))
