@@ -174,9 +174,10 @@ class GPT(nn.Module):
     def generate(self, idx, max_new_tokens, temperature=1.0, top_k=None, top_p=None, stop_token=None, seed=None):
         """idx (B, T) followed by up to max_new_tokens sampled tokens; temperature=0 is greedy. See stream."""
         was_training = self.training
-        out = torch.cat([idx, *self.eval().stream(idx, max_new_tokens, temperature, top_k, top_p, stop_token, seed)], 1)
-        self.train(was_training)
-        return out
+        try:  # back in training mode even when interrupted (Ctrl-C in a notebook)
+            return torch.cat([idx, *self.eval().stream(idx, max_new_tokens, temperature, top_k, top_p, stop_token, seed)], 1)
+        finally:
+            self.train(was_training)
 
     # ---------------------------------------------------------------- training helpers
 
@@ -301,8 +302,10 @@ class GPT(nn.Module):
     def freeze(self, trainable_layers: int):
         """Train only the last trainable_layers blocks, the final LayerNorm and the head. A language model's
         head is tied to the token embedding, so that trains too (and backward runs through every block)."""
-        keep = [*self.transformer.h[len(self.transformer.h) - trainable_layers:], self.transformer.ln_f,
-                getattr(self, 'classifier', self.lm_head)]
+        n = len(self.transformer.h)
+        if not 0 <= trainable_layers <= n:  # h[n - 20:] would quietly be the last 8 blocks of 12
+            raise ValueError(f'trainable_layers={trainable_layers}: use 0 to n_layer={n}')
+        keep = [*self.transformer.h[n - trainable_layers:], self.transformer.ln_f, getattr(self, 'classifier', self.lm_head)]
         self.requires_grad_(False)
         for m in keep:
             m.requires_grad_(True)

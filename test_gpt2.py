@@ -107,6 +107,14 @@ def test_batch_of_prompts_equals_one_at_a_time(tiny):
         assert torch.equal(batch[row:row + 1], ours.generate(idx[row:row + 1], 30, temperature=0))
 
 
+def test_generate_returns_to_training_mode_even_when_interrupted(tiny):
+    _, _, path = tiny
+    model = GPT.from_pretrained(path).train()
+    with pytest.raises(IndexError):  # an id past the embedding raises from inside generation, as Ctrl-C would
+        model.generate(torch.full((1, 2), 10 ** 6), 1, temperature=0)
+    assert model.training and all(m.training for m in model.modules())
+
+
 def test_stop_token_ends_each_row(tiny):
     _, ours, _ = tiny
     idx = torch.randint(0, 97, (3, 4), generator=torch.Generator().manual_seed(5))
@@ -576,6 +584,16 @@ def test_frozen_parameters_stay_bit_identical(tiny):
     for k, v in model.state_dict().items():
         trainable = k.startswith(('transformer.h.1.', 'transformer.ln_f.', 'classifier.'))
         assert torch.equal(v, before[k]) != trainable, k  # frozen: untouched; trainable: moved
+
+
+def test_freeze_refuses_more_layers_than_the_model_has(tiny):
+    _, _, path = tiny
+    model = GPT.from_pretrained(path)
+    for k in (-1, 3):  # 2 blocks: 3 would slice as the last block alone, -1 as none at all
+        with pytest.raises(ValueError, match='0 to n_layer=2'):
+            model.freeze(k)
+    model.freeze(2)
+    assert [n for n, p in model.named_parameters() if not p.requires_grad] == ['transformer.wpe.weight']  # all blocks train
 
 
 def test_lora_trains_only_adapters_and_merges_exactly(tiny, tmp_path):
