@@ -31,16 +31,16 @@ class SplitLinear(nn.Linear):
         self.blocks = math.gcd(linear.out_features, 16)
 
     def forward(self, x):
-        h = x.reshape(-1, self.in_features)  # (rows, in)
-        if h.size(0) > 4:  # from 8 rows on, nn.Linear was as fast
+        rows = x.numel() // self.in_features
+        if rows > 4:  # from 8 rows on, nn.Linear was as fast
             return super().forward(x)
         w = self.weight.view(self.blocks, -1, self.in_features)
-        # h.t() for every block with its strides spelled out: under torch.compile h.t().expand() got strides
+        # x.t() for every block with its strides spelled out: under torch.compile h.t().expand() got strides
         # (0, 1, 0) that MKL ran several times slower, and compiled sampling ran at 0.4x eager's speed
-        h = h.contiguous().as_strided((self.blocks, self.in_features, h.size(0)), (0, 1, self.in_features))
+        h = x.contiguous().as_strided((self.blocks, self.in_features, rows), (0, 1, self.in_features))
         y = torch.bmm(w, h) if self.bias is None else torch.baddbmm(self.bias.view(self.blocks, -1, 1), w, h)
-        # y is (blocks, out / blocks, rows): in memory, (out, rows)
-        return y.view(self.out_features, -1).t().reshape(*x.shape[:-1], self.out_features)
+        y = y.view(self.out_features, rows)  # (blocks, out / blocks, rows) in memory is (out, rows)
+        return (y if rows == 1 else y.t()).reshape(*x.shape[:-1], self.out_features)
 
 
 def fast_float32(model: GPT) -> GPT:
