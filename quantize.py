@@ -35,7 +35,7 @@ class SplitLinear(nn.Linear):
         if rows > 4:  # from 8 rows on, nn.Linear was as fast
             return super().forward(x)
         w = self.weight.view(self.blocks, -1, self.in_features)
-        # x.t() for every block with its strides spelled out: under torch.compile h.t().expand() got strides
+        # x.t() for every block with its strides spelled out: under torch.compile an x.t().expand() got strides
         # (0, 1, 0) that MKL ran several times slower, and compiled sampling ran at 0.4x eager's speed
         h = x.contiguous().as_strided((self.blocks, self.in_features, rows), (0, 1, self.in_features))
         y = torch.bmm(w, h) if self.bias is None else torch.baddbmm(self.bias.view(self.blocks, -1, 1), w, h)
