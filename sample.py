@@ -200,6 +200,7 @@ print(f'{init_from if init_from != "resume" else out_dir}: {n_params / 1e6:.1f}M
       f'{device}, {dtype}', file=sys.stderr)
 
 # ----------------------------------------------------------------------------- sampling
+compiling = ', compiling included' if compile else ''  # the first sample's time, told so it is not taken for the speed
 try:
     if interactive:  # Ctrl-C stops a reply; at the prompt, Ctrl-C or Ctrl-D quits
         k = 0
@@ -215,7 +216,7 @@ try:
                     classify(prompt)
                 else:
                     n, dt = sample(prompt_ids(prompt), k)
-                    print(f'({n} tokens, {n / dt:.1f} tokens/s)', file=sys.stderr)
+                    print(f'({n} tokens, {n / dt:.1f} tokens/s{compiling if k == 0 else ""})', file=sys.stderr)
             except KeyboardInterrupt:
                 print('\n(stopped)')
             except ValueError as e:  # e.g. a character the model never saw: say so, ask again
@@ -230,6 +231,6 @@ try:
         for k in range(num_samples):
             print('' if instruct else start, end='')
             n, dt = sample(ids, k)
-            print(f'--- {n} tokens, {n / dt:.1f} tokens/s', file=sys.stderr)
+            print(f'--- {n} tokens, {n / dt:.1f} tokens/s{compiling if k == 0 else ""}', file=sys.stderr)
 except KeyboardInterrupt:
     print()
