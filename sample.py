@@ -35,8 +35,8 @@ interactive = False  # read prompts from the terminal in a loop instead of using
 seed = 1337  # sample i uses seed + i, so every sample is reproducible alone
 device = 'auto'  # auto picks cuda, then mps, then cpu; or e.g. cpu, cuda:1
 dtype = 'auto'  # auto: bfloat16 on GPUs that have it, float16 on other GPUs, float32 on cpu; or name one. int8 (CPU):
-#   int8 weights, bf16 activations (quantize.py): 1.3-1.4x float32's speed on a 124M model with AVX-512, about the
-#   same without; perplexity within 0.02% (BENCH.md)
+#   int8 weights, bf16 activations (quantize.py): 1.3-1.9x float32's speed on a 124M model with AVX-512, 1.1-1.5x
+#   held to AVX2 kernels; perplexity within 0.02% (BENCH.md)
 compile = False  # torch.compile the forward pass (needs a working compiler; on a CPU it sampled at 0.94x eager: BENCH.md)
 threads = 0  # CPU threads; 0: one for models under 30M parameters (more threads only cost them), else torch's default
 settings.configure(globals(), sys.argv[1:], __file__)
@@ -216,7 +216,8 @@ try:
                     classify(prompt)
                 else:
                     n, dt = sample(prompt_ids(prompt), k)
-                    print(f'({n} tokens, {n / dt:.1f} tokens/s{compiling if k == 0 else ""})', file=sys.stderr)
+                    print(f'({n} tokens, {n / dt:.1f} tokens/s{compiling})', file=sys.stderr)
+                    compiling = ''  # only the first sample compiles
             except KeyboardInterrupt:
                 print('\n(stopped)')
             except ValueError as e:  # e.g. a character the model never saw: say so, ask again
@@ -231,6 +232,7 @@ try:
         for k in range(num_samples):
             print('' if instruct else start, end='')
             n, dt = sample(ids, k)
-            print(f'--- {n} tokens, {n / dt:.1f} tokens/s{compiling if k == 0 else ""}', file=sys.stderr)
+            print(f'--- {n} tokens, {n / dt:.1f} tokens/s{compiling}', file=sys.stderr)
+            compiling = ''  # only the first sample compiles
 except KeyboardInterrupt:
     print()

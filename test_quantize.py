@@ -53,8 +53,10 @@ def test_split_linear_is_nn_linear_for_any_number_of_rows(out, bias, blocks):
         x = torch.randn(shape)
         assert split(x).shape == (*shape[:-1], out)
         assert (split(x) - lin(x)).abs().max() <= 1e-5
-    x = torch.randn(3, 192)[:, ::2]  # a strided view: its values, not its memory, are multiplied
-    assert (split(x) - lin(x)).abs().max() <= 1e-5
+    for x in (torch.randn(3, 192)[:, ::2], torch.randn(5, 96)[2:]):  # a strided view, a view at an offset
+        assert (split(x) - lin(x)).abs().max() <= 1e-5
+    with pytest.raises(RuntimeError, match='cannot be multiplied'):  # a wrong width: nn.Linear's own error
+        split(torch.randn(2, 48))
 
 
 def test_fast_float32_changes_no_output_and_greedy_still_matches_transformers(tmp_path):
