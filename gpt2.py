@@ -137,8 +137,7 @@ class GPT(nn.Module):
         of a small model's compute, and instruction tuning masks most positions)."""
         h = self.hidden(idx)
         if loss_only and targets is not None:
-            keep = targets != -1
-            h, targets = h[keep], targets[keep]  # (N, n_embd), (N,)
+            h, targets = h[targets != -1], targets[targets != -1]  # (N, n_embd), (N,)
         logits = self.lm_head(h)[..., :self.config.vocab_size]  # the padding ids cut off
         loss = None if targets is None else F.cross_entropy(logits.reshape(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-1)
         return (None if loss_only else logits), loss
@@ -305,9 +304,8 @@ class GPT(nn.Module):
         n = len(self.transformer.h)
         if not 0 <= trainable_layers <= n:  # h[n - 20:] would quietly be the last 8 blocks of 12
             raise ValueError(f'trainable_layers={trainable_layers}: use 0 to n_layer={n}')
-        keep = [*self.transformer.h[n - trainable_layers:], self.transformer.ln_f, getattr(self, 'classifier', self.lm_head)]
         self.requires_grad_(False)
-        for m in keep:
+        for m in [*self.transformer.h[n - trainable_layers:], self.transformer.ln_f, getattr(self, 'classifier', self.lm_head)]:
             m.requires_grad_(True)
 
     def add_lora(self, rank: int, alpha: float, dropout: float = 0.0):
@@ -397,9 +395,8 @@ def causal_attention(q, k, v, p: float):
     before the softmax (flash keeps float32), yet the loss curve follows float32's (bench_train.py)."""
     B, H, T, D = q.shape
     future = torch.full((T, T), float('-inf'), dtype=q.dtype, device=q.device).triu(1)  # no look-ahead
-    att = torch.baddbmm(future, q.reshape(B * H, T, D), k.reshape(B * H, T, D).transpose(1, 2), alpha=D ** -0.5)
-    att = att.softmax(-1)  # (B * H, T, T)
-    if p > 0:  # dropout on the attention weights
+    att = torch.baddbmm(future, q.reshape(B * H, T, D), k.reshape(B * H, T, D).transpose(1, 2), alpha=D ** -0.5).softmax(-1)
+    if p > 0:  # dropout on the attention weights, (B * H, T, T)
         att = att * keep_mask(att.shape, p, att.dtype, q.device)
     return (att @ v.reshape(B * H, T, D)).view(B, H, T, D)
 
