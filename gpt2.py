@@ -61,7 +61,7 @@ class CausalSelfAttention(nn.Module):
             y = causal_attention(q, k, v, self.dropout)
         else:  # flash/memory-efficient kernels where they exist; one new token attends to everything before it
             y = F.scaled_dot_product_attention(q, k, v, dropout_p=self.dropout if self.training else 0.0,
-                                               is_causal=True if T > 1 else False)  # a bool: compile broke its graph on T > 1
+                                               is_causal=True if T > 1 else False)  # a plain bool: a symbolic T > 1 broke compile's graph
         y = y.transpose(1, 2).contiguous().view(B, T, C)  # the heads side by side again
         return self.resid_dropout(self.c_proj(y))
 
