@@ -2,9 +2,10 @@
 Faster sampling on the CPU, for inference only. Each new token reads every weight once, so on a CPU sampling
 is bound by memory reads (bench.py measures the ceiling), and what helps is reading fewer or faster bytes:
 - `fast_float32(model)`: float32 weights, the same values, but 1 to 4 rows times a large weight is one batched
-  matmul over 16 blocks of its output rows (SplitLinear). torch's CPU BLAS (MKL) ran a matrix-vector product on
-  one thread at 10-17 GB/s on the Zen4, half what its memory gives; in blocks each thread takes its own: 22-40
-  GB/s (BENCH.md). sample.py applies this on a CPU in float32.
+  matmul over 4 slices of its input (SplitLinear). torch's CPU BLAS (MKL) ran a matrix-vector product on one
+  thread at 10-17 GB/s on the Zen4, half what its memory gives; in slices each thread takes its own. On a Zen3
+  this sampled 1.1-1.2x faster than the 16 blocks of output rows it replaced (BENCH.md). sample.py applies this
+  on a CPU in float32.
 - `int8(model)`: the projections and the head as int8 with one scale per output row (a quarter of float32's
   bytes), the rest in bf16, multiplied by torch's own CPU kernel for this, torch._weight_int8pack_mm.
   torchao's int8 weight-only config (0.18, eager) dequantized each weight to bf16 before a plain matmul on
@@ -20,35 +21,37 @@ from gpt2 import GPT, LoRALinear, projections
 
 
 class SplitLinear(nn.Linear):
-    """nn.Linear with the same weight and bias (shared, not copied), and for 1 to 4 rows a faster product on CPUs:
-    the (out, in) weight viewed as `blocks` stacked (out / blocks, in) blocks, each a matrix-vector product of its
-    own in one bmm that MKL spreads over the threads. More rows (a prompt) go through nn.Linear's own product."""
+    """nn.Linear with the same weight and bias (shared, not copied; the weight laid out (in, out) in memory, its shape and
+    values unchanged), and for 1 to 4 rows a faster product on CPUs: the input cut into `blocks` slices, each slice
+    times its own contiguous (in / blocks, out) part of the weight in one bmm that MKL spreads over the threads, and
+    the partial products summed. More rows (a prompt) go through nn.Linear's own product."""
 
     def __init__(self, linear: nn.Linear):
         super().__init__(linear.in_features, linear.out_features, bias=False, device='meta')
         self.weight, self.bias = linear.weight, linear.bias
-        # 16 blocks, or the most that divide out_features: 4 to 64 ran alike on 2 threads; 16 leaves room for more
-        self.blocks = math.gcd(linear.out_features, 16)
+        self.weight.data = self.weight.data.t().contiguous().t()  # a tied head's embedding too: a token's row is then strided
+        # 4 slices, or the most that divide in_features: 2 to 8 ran alike on 2 threads (BENCH.md)
+        self.blocks = math.gcd(linear.in_features, 4)
 
     def forward(self, x):
         rows = x.numel() // self.in_features
         if rows > 4 or x.size(-1) != self.in_features:  # from 8 rows on, nn.Linear was as fast (and it tells a wrong width)
             return super().forward(x)
-        w = self.weight.view(self.blocks, -1, self.in_features)
-        # x.t() for every block with its strides spelled out: under torch.compile an x.t().expand() got strides
-        # (0, 1, 0) that MKL ran several times slower, and compiled sampling ran at 0.4x eager's speed
-        h = x.contiguous().as_strided((self.blocks, self.in_features, rows), (0, 1, self.in_features))
-        y = torch.bmm(w, h) if self.bias is None else torch.baddbmm(self.bias.view(self.blocks, -1, 1), w, h)
-        y = y.view(self.out_features, rows)  # (blocks, out / blocks, rows) in memory is (out, rows)
-        return (y if rows == 1 else y.t()).reshape(*x.shape[:-1], self.out_features)
+        w = self.weight.t().reshape(self.blocks, -1, self.out_features)  # a view while the weight is (in, out) in memory
+        h = x.reshape(rows, self.blocks, -1).transpose(0, 1)  # (blocks, rows, in / blocks)
+        # baddbmm with beta=0, not bmm: inductor turns a one-row bmm on a CPU into its own multiply-and-sum loop, and
+        # compiled sampling ran at 0.55x eager; it leaves baddbmm to MKL
+        y = torch.baddbmm(h.new_zeros(()), h, w, beta=0).sum(0)  # (rows, out)
+        y = y if self.bias is None else y + self.bias
+        return y.view(*x.shape[:-1], self.out_features)
 
 
 def fast_float32(model: GPT) -> GPT:
     """Faster one token at a time for a float32 model on a CPU (sample.py calls it only then), the same
-    parameters (the head stays tied): each projection and the head of 1 MB or more (2^18 weights) becomes a
-    SplitLinear. Smaller ones are read from cache, where bmm's extra steps cost more than it gains (the 4 x 128
-    model sampled 1.2x slower split); they are instead stored (in, out) in memory, the same shape, for which one
-    row times them ran 1.2x faster, and GPT.stream's (in, out) copy of a small head is then free."""
+    parameters (the head stays tied): every projection and the head is stored (in, out) in memory, the same
+    shape, for which one row times it ran 1.2x faster, and GPT.stream's (in, out) copy of a small head is then
+    free; those of 1 MB or more (2^18 weights) become a SplitLinear. Smaller ones are read from cache, where
+    bmm's extra steps cost more than they gain (the 4 x 128 model sampled 1.2x slower split)."""
     for m, n in projections(model) + [(model, 'lm_head')]:
         lin = getattr(m, n)
         if type(lin) is not nn.Linear:  # an unmerged LoRA layer stays as it is
