@@ -36,7 +36,7 @@ seed = 1337  # sample i uses seed + i, so every sample is reproducible alone
 device = 'auto'  # auto picks cuda, then mps, then cpu; or e.g. cpu, cuda:1
 dtype = 'auto'  # auto: bfloat16 on GPUs that have it, float16 on other GPUs, float32 on cpu; or name one. int8 (CPU):
 #   int8 weights, bf16 activations (quantize.py): 1.3-1.9x float32's speed on a 124M model with AVX-512, 1.1-1.5x
-#   held to AVX2 kernels; perplexity within 0.02% (BENCH.md)
+#   with AVX2 only (a Zen3, or kernels held to AVX2); perplexity within 0.02% (BENCH.md)
 compile = False  # torch.compile the forward pass (needs a working compiler; on CPUs 0.94-1.18x eager, after 1-2 minutes: BENCH.md)
 threads = 0  # CPU threads; 0: one for models under 30M parameters (more threads only cost them), else torch's default
 settings.configure(globals(), sys.argv[1:], __file__)
