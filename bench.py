@@ -9,9 +9,10 @@ The speed claims of the README, measured in one run on this machine, each next t
   whose float32 steps cost what nanoGPT's do per token, so the ratio is then the recipe's alone
 - sample: the GPT-2 124M shape, batch 1 (random weights: the speed does not depend on them): transformers'
   generate in float32, ours in float32 (its memory reads per second as a share of the ceiling: each token reads
-  every weight once) and ours in int8 (quantize.py, sample.py --dtype=int8), each also compiled (as with
-  sample.py --compile=True; the compile time is printed, not timed); then the perplexity of the trained
-  model of `train` (or of --ckpt) on the whole val split, float32 against int8
+  every weight once), ours in int8 and, on x86, with float16 weights (quantize.py, sample.py --dtype=int8 and
+  --dtype=float16), each also compiled (as with sample.py --compile=True; the compile time is printed, not
+  timed); then the perplexity of the trained model of `train` (or of --ckpt) on the whole val split, float32
+  against int8 and float16
 The machines here are shared and drift 10-30% within minutes: variants run in turn, ratios are taken within a
 round, and the medians over rounds are printed.
 
@@ -143,6 +144,8 @@ def sample(read, trained):
         ours = GPT.from_pretrained(d).eval()
     idx = torch.randint(0, 50257, (1, 16))
     models = {'float32': quantize.fast_float32(ours), 'int8': quantize.int8(copy.deepcopy(ours))}  # as sample.py
+    if 'fbgemm' in torch.backends.quantized.supported_engines:
+        models['float16'] = quantize.float16(copy.deepcopy(ours))
     runs = {'transformers float32': lambda: ref.generate(idx, max_new_tokens=new_tokens, min_new_tokens=new_tokens,
                                                          do_sample=True, top_k=200, pad_token_id=50256)}
     for name, m in list(models.items()):
@@ -175,9 +178,11 @@ def sample(read, trained):
         trained = GPT.from_checkpoint(settings.read_checkpoint(ckpt)).eval()
     if trained is not None:
         w = windows(trained.config.block_size)
-        a, b = val_loss(trained, w), val_loss(quantize.int8(copy.deepcopy(trained)), w)
-        print(f'int8 quality: val perplexity {np.exp(a):.4f} in float32, {np.exp(b):.4f} in int8 ({np.exp(b - a) - 1:+.2%}), '
-              f'{trained.num_params() / 1e6:.2f}M-parameter shakespeare_char model, {w[1].numel():,} val tokens')
+        a = val_loss(trained, w)
+        for name in [n for n in models if n != 'float32']:
+            b = val_loss(getattr(quantize, name)(copy.deepcopy(trained)), w)
+            print(f'{name} quality: val perplexity {np.exp(a):.4f} in float32, {np.exp(b):.4f} in {name} ({np.exp(b - a) - 1:+.2%}), '
+                  f'{trained.num_params() / 1e6:.2f}M-parameter shakespeare_char model, {w[1].numel():,} val tokens')
 
 
 def main():

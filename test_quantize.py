@@ -1,6 +1,7 @@
 """
-quantize.py: fast_float32 changes no output beyond float32 rounding, and int8 weights stay within the stated
-tolerance of float32 (val perplexity within 1%) on a model trained here on real text. The oracles: transformers'
+quantize.py: fast_float32 changes no output beyond float32 rounding, float16 weights none beyond rounding each weight
+once, and int8 and float16 weights stay within the stated tolerance of float32 (val perplexity within 1%) on a model
+trained here on real text. The oracles: transformers'
 greedy generation, and the float32 model itself.
 """
 import copy
@@ -17,6 +18,8 @@ import quantize
 from gpt2 import GPT, GPTConfig
 from muon import Muon
 
+FBGEMM = pytest.mark.skipif('fbgemm' not in torch.backends.quantized.supported_engines,
+                            reason='float16 weights use fbgemm, which torch builds for x86 CPUs only')
 SHAKESPEARE = os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', 'shared', 'data', 'tinyshakespeare', 'input.txt')
 
 
@@ -35,6 +38,22 @@ def test_int8_linear_is_the_rounded_weight_times_its_row_scale():
     assert got.shape == (5, 3, 48)
     assert (got - want).abs().max() <= 0.02 * want.abs().max()  # bf16 output rounding
     assert (got - lin(x).detach()).abs().max() <= 0.03 * lin(x).abs().max()  # and close to float32
+
+
+@FBGEMM
+@pytest.mark.parametrize('bias', [True, False])
+def test_float16_linear_is_float32_arithmetic_on_weights_rounded_to_float16(bias):
+    torch.manual_seed(0)
+    lin = nn.Linear(96, 40, bias=bias)
+    w16 = lin.weight.detach().half().float()
+    assert (w16 != lin.weight).any()  # the rounding is there to see
+    half = quantize.Float16Linear(lin)
+    for x in (torch.randn(96), torch.randn(1, 96), torch.randn(5, 3, 96)):
+        want = x @ w16.t() + (lin.bias.detach() if bias else 0)
+        got = half(x)
+        assert got.dtype == torch.float32 and got.shape == (*x.shape[:-1], 40)
+        assert (got - want).abs().max() <= 1e-5 * want.abs().max()  # float32 sums: only the order differs
+    assert torch.equal(copy.deepcopy(half)(x), got)  # bench.py copies models
 
 
 def test_int8_refuses_widths_its_kernel_gets_wrong():
@@ -112,35 +131,40 @@ def trained():
     return model.eval(), val[:n * 64].view(n, 64), val[1:n * 64 + 1].view(n, 64)
 
 
-def test_int8_perplexity_is_within_one_percent_of_float32(trained):
+@pytest.mark.parametrize('dtype', ['int8', pytest.param('float16', marks=FBGEMM)])
+def test_perplexity_is_within_one_percent_of_float32(trained, dtype):
     model, x, y = trained
-    fast = quantize.int8(copy.deepcopy(model))
-    assert isinstance(fast.lm_head, quantize.Int8Linear) and isinstance(fast.transformer.h[0].attn.c_attn, quantize.Int8Linear)
+    fast = getattr(quantize, dtype)(copy.deepcopy(model))
+    kind = quantize.Int8Linear if dtype == 'int8' else quantize.Float16Linear
+    assert isinstance(fast.lm_head, kind) and isinstance(fast.transformer.h[0].attn.c_attn, kind)
     with torch.no_grad():
         loss32 = model(x, y)[1].item()
-        loss8 = fast(x, y)[1].float().item()
+        loss = fast(x, y)[1].float().item()
     assert loss32 < 2.6  # it learned something: unigram characters alone are about 3.3
-    assert abs(np.exp(loss8 - loss32) - 1) < 0.01, (loss32, loss8)
-    # and sampling runs through the int8 head: greedy continuations agree with float32's for a while
+    assert abs(np.exp(loss - loss32) - 1) < (0.01 if dtype == 'int8' else 0.0005), (loss32, loss)
+    # and sampling runs through the converted head: greedy continuations agree with float32's for a while
     a = model.generate(x[:4, :16], 24, temperature=0)
     b = fast.generate(x[:4, :16], 24, temperature=0)
     assert (a[:, 16:24] == b[:, 16:24]).float().mean() >= 0.9
 
 
-def test_sample_py_samples_in_int8(tmp_path, enc):
+@pytest.mark.parametrize('dtype, says', [('int8', 'cpu, int8'),
+                                         pytest.param('float16', 'cpu, float16 weights, float32 arithmetic', marks=FBGEMM)])
+def test_sample_py_samples_in_int8_and_float16(tmp_path, enc, dtype, says):
     transformers = pytest.importorskip('transformers')
     torch.manual_seed(0)
     transformers.GPT2LMHeadModel(transformers.GPT2Config(n_layer=2, n_head=2, n_embd=64, n_positions=64)).save_pretrained(tmp_path)
     here = os.path.dirname(os.path.abspath(__file__))
-    p = subprocess.run([sys.executable, os.path.join(here, 'sample.py'), f'--init_from={tmp_path}', '--dtype=int8',
+    p = subprocess.run([sys.executable, os.path.join(here, 'sample.py'), f'--init_from={tmp_path}', f'--dtype={dtype}',
                         '--start=Hello', '--num_samples=1', '--max_new_tokens=8', '--stop_at_eot=False'],
                        cwd=here, capture_output=True, text=True, timeout=120)
     assert p.returncode == 0, p.stderr
-    assert p.stdout.startswith('Hello') and 'cpu, int8' in p.stderr and '8 tokens' in p.stderr
+    assert p.stdout.startswith('Hello') and says in p.stderr and '8 tokens' in p.stderr
 
 
-def test_int8_refuses_unmerged_lora_adapters():
+@pytest.mark.parametrize('dtype', ['int8', 'float16'])
+def test_int8_and_float16_refuse_unmerged_lora_adapters(dtype):
     model = GPT(GPTConfig(n_layer=1, n_head=2, n_embd=32, block_size=8, vocab_size=64))
     model.add_lora(rank=2, alpha=4)  # int8 would quantize the base weights alone, and the adapters would be lost
     with pytest.raises(ValueError, match=r'merge_lora\(\) first'):
-        quantize.int8(model)
+        getattr(quantize, dtype)(model)
