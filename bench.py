@@ -170,10 +170,11 @@ def sample(read, trained):
     med = {k: statistics.median(r[k] for r in rates) for k in rates[0]}
     print(f'sample (batch 1, {new_tokens} new tokens; medians of {rounds} rounds of best-of-2): float32 reads '
           f"{4 * weights / 1e6:.0f} MB of weights per token: the memory's read rate allows {med['ceiling']:.1f} tok/s")
-    for k in runs:
-        print(f'  {k:<24} {med[k]:6.1f} tok/s  {statistics.median(r[k] / r["transformers float32"] for r in rates):.2f}x '
-              'transformers' + (f', {statistics.median(r[k] / r["ceiling"] for r in rates):.0%} of the float32 ceiling'
-                                if 'float32' in k else ''))
+    for k in runs:  # float16 weights are half the bytes: twice the float32 ceiling
+        bound = next((d for d in ('float32', 'float16') if d in k), None)
+        print(f'  {k:<24} {med[k]:6.1f} tok/s  {statistics.median(r[k] / r["transformers float32"] for r in rates):.2f}x transformers'
+              + (f', {statistics.median(r[k] / r["ceiling"] / (1 + (bound == "float16")) for r in rates):.0%} of the {bound} ceiling'
+                 if bound else ''))
     if trained is None and ckpt:
         trained = GPT.from_checkpoint(settings.read_checkpoint(ckpt)).eval()
     if trained is not None:
