@@ -173,7 +173,7 @@ def sample(read, trained):
     for k in runs:  # float16 weights are half the bytes: twice the float32 ceiling
         bound = next((d for d in ('float32', 'float16') if d in k), None)
         print(f'  {k:<24} {med[k]:6.1f} tok/s  {statistics.median(r[k] / r["transformers float32"] for r in rates):.2f}x transformers'
-              + (f', {statistics.median(r[k] / r["ceiling"] / (1 + (bound == "float16")) for r in rates):.0%} of the {bound} ceiling'
+              + (f', {statistics.median(r[k] / r["ceiling"] / (2 if bound == "float16" else 1) for r in rates):.0%} of the {bound} ceiling'
                  if bound else ''))
     if trained is None and ckpt:
         trained = GPT.from_checkpoint(settings.read_checkpoint(ckpt)).eval()
