@@ -143,9 +143,9 @@ def sample(read, trained):
         ref.save_pretrained(d)
         ours = GPT.from_pretrained(d).eval()
     idx = torch.randint(0, 50257, (1, 16))
-    models = {'float32': quantize.fast_float32(ours), 'int8': quantize.int8(copy.deepcopy(ours))}  # as sample.py
-    if 'fbgemm' in torch.backends.quantized.supported_engines:
-        models['float16'] = quantize.float16(copy.deepcopy(ours))
+    convert = {'int8': quantize.int8, 'float16': quantize.float16} if quantize.fbgemm() else {'int8': quantize.int8}
+    models = {name: f(copy.deepcopy(ours)) for name, f in convert.items()}  # as sample.py
+    models = {'float32': quantize.fast_float32(ours), **models}
     runs = {'transformers float32': lambda: ref.generate(idx, max_new_tokens=new_tokens, min_new_tokens=new_tokens,
                                                          do_sample=True, top_k=200, pad_token_id=50256)}
     for name, m in list(models.items()):
@@ -172,18 +172,19 @@ def sample(read, trained):
           f"{4 * weights / 1e6:.0f} MB of weights per token: the memory's read rate allows {med['ceiling']:.1f} tok/s")
     for k in runs:  # float16 weights are half the bytes: twice the float32 ceiling
         bound = next((d for d in ('float32', 'float16') if d in k), None)
-        print(f'  {k:<24} {med[k]:6.1f} tok/s  {statistics.median(r[k] / r["transformers float32"] for r in rates):.2f}x transformers'
-              + (f', {statistics.median(r[k] / r["ceiling"] / (2 if bound == "float16" else 1) for r in rates):.0%} of the {bound} ceiling'
-                 if bound else ''))
+        share = statistics.median(r[k] / r['ceiling'] / (2 if bound == 'float16' else 1) for r in rates)
+        print(f'  {k:<24} {med[k]:6.1f} tok/s  {statistics.median(r[k] / r["transformers float32"] for r in rates):.2f}x '
+              'transformers' + (f', {share:.0%} of the {bound} ceiling' if bound else ''))
     if trained is None and ckpt:
         trained = GPT.from_checkpoint(settings.read_checkpoint(ckpt)).eval()
     if trained is not None:
         w = windows(trained.config.block_size)
         a = val_loss(trained, w)
-        for name in [n for n in models if n != 'float32']:
-            b = val_loss(getattr(quantize, name)(copy.deepcopy(trained)), w)
-            print(f'{name} quality: val perplexity {np.exp(a):.4f} in float32, {np.exp(b):.4f} in {name} ({np.exp(b - a) - 1:+.2%}), '
-                  f'{trained.num_params() / 1e6:.2f}M-parameter shakespeare_char model, {w[1].numel():,} val tokens')
+        for name, f in convert.items():
+            b = val_loss(f(copy.deepcopy(trained)), w)
+            print(f'{name} quality: val perplexity {np.exp(a):.4f} in float32, {np.exp(b):.4f} in {name} '
+                  f'({np.exp(b - a) - 1:+.2%}), {trained.num_params() / 1e6:.2f}M-parameter shakespeare_char model, '
+                  f'{w[1].numel():,} val tokens')
 
 
 def main():

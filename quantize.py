@@ -12,10 +12,10 @@ is bound by memory reads (bench.py measures the ceiling), and what helps is read
   the CPU, 2.3x slower than bf16 weights, so it is not used here. sample.py --dtype=int8 picks this.
 - `float16(model)`: the projections and the head with float16 weights (half float32's bytes, each rounded once),
   everything else, every input and every sum in float32, multiplied by fbgemm's packed float16 kernel (torch's x86
-  CPU build has it). On a Zen3 this sampled 1.2-1.6x faster than fast_float32 with the val perplexity unchanged to
+  CPU build has it). On a Zen3 this sampled 1.2-1.7x faster than fast_float32 with the val perplexity unchanged to
   4 digits; float16 arithmetic on a CPU (model.to(float16)) was 3.7x slower than this. sample.py --dtype=float16
-  picks this on an x86 CPU.
-Both only swap what gpt2.projections names (as LoRA does) and the head: no block's internals change.
+  picks this where fbgemm() says torch can.
+Each only swaps what gpt2.projections names (as LoRA does) and the head: no block's internals change.
 """
 import math
 
@@ -82,29 +82,36 @@ class Int8Linear(nn.Module):
     def forward(self, x):
         y = torch._weight_int8pack_mm(x.reshape(-1, x.size(-1)).to(torch.bfloat16), self.q, self.scale)
         y = y if self.bias is None else y + self.bias
-        return y.view(*x.shape[:-1], -1)
+        return y.view(*x.shape[:-1], self.q.size(0))
 
 
-def plain(model: GPT, dtype: str) -> None:
+def refuse_lora(model: GPT, dtype: str) -> None:
     if any(isinstance(m, LoRALinear) for m in model.modules()):  # the base weights alone would be converted, the adapters lost
         raise ValueError(f'dtype={dtype} converts plain projections: merge_lora() first (GPT.from_checkpoint does)')
 
 
 def int8(model: GPT) -> GPT:
     """int8 projections and head, everything else in bf16 (the head is no longer tied to the embedding)."""
-    plain(model, 'int8')
+    refuse_lora(model, 'int8')
     if model.config.n_embd % 16:  # torch 2.13's kernel gave wrong numbers for inputs of 40 and crashed for 100
         raise ValueError(f"dtype=int8 needs n_embd to be a multiple of 16 (torch's int8 kernel), not {model.config.n_embd}: "
                          'use float32')
     model.eval().to(torch.bfloat16)
     for m, n in projections(model):
         setattr(m, n, Int8Linear(getattr(m, n)))
-    model.lm_head = Int8Linear(model.lm_head)
+    if not model.config.n_classes:  # a classifier never uses the head
+        model.lm_head = Int8Linear(model.lm_head)
     return model
 
 
+def fbgemm() -> bool:
+    """Whether torch's quantized ops run on fbgemm here, which has the float16 kernel: on x86, unless the engine was changed."""
+    return torch.backends.quantized.engine in ('x86', 'fbgemm')
+
+
 class Float16Linear(nn.Module):
-    """nn.Linear with its weight rounded to float16 once, packed for fbgemm; inputs, outputs, bias and sums in float32."""
+    """nn.Linear with its weight rounded to float16 once, packed for fbgemm; inputs, outputs, bias and sums in float32.
+    The packed weight is a TorchScript object, not a buffer: it is not in state_dict() (this is for sampling only)."""
 
     def __init__(self, linear: nn.Linear):
         super().__init__()
@@ -113,17 +120,19 @@ class Float16Linear(nn.Module):
         self.packed = torch.ops.quantized.linear_prepack_fp16(linear.weight.detach().float().contiguous(), bias)
 
     def forward(self, x):
-        y = torch.ops.quantized.linear_dynamic_fp16(x.reshape(-1, x.size(-1)), self.packed)  # it takes 2-D inputs only
-        return y.view(*x.shape[:-1], -1)
+        y = torch.ops.quantized.linear_dynamic_fp16(x.reshape(-1, x.size(-1)), self.packed)  # it refuses 1-D inputs
+        return y.view(*x.shape[:-1], self.out_features)
 
 
 def float16(model: GPT) -> GPT:
     """float16 weights in the projections and the head (untied from the embedding, which stays float32), float32 the rest."""
-    plain(model, 'float16')
-    if 'fbgemm' not in torch.backends.quantized.supported_engines:
-        raise ValueError('float16 weights need fbgemm, which torch builds for x86 CPUs only: use float32 here')
+    refuse_lora(model, 'float16')
+    if not fbgemm():
+        raise ValueError(f'float16 weights need fbgemm (torch builds it for x86 CPUs), not the {torch.backends.quantized.engine} '
+                         'engine: use float32 here')
     model.eval().float()
     for m, n in projections(model):
         setattr(m, n, Float16Linear(getattr(m, n)))
-    model.lm_head = Float16Linear(model.lm_head)
+    if not model.config.n_classes:
+        model.lm_head = Float16Linear(model.lm_head)
     return model

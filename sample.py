@@ -35,9 +35,9 @@ interactive = False  # read prompts from the terminal in a loop instead of using
 seed = 1337  # sample i uses seed + i, so every sample is reproducible alone
 device = 'auto'  # auto picks cuda, then mps, then cpu; or e.g. cpu, cuda:1
 dtype = 'auto'  # auto: bfloat16 on GPUs that have it, float16 on other GPUs, float32 on cpu; or name one. On an x86 CPU
-#   float16 means float16 weights with float32 arithmetic (quantize.py): 1.2-1.6x float32's speed on a 124M model on a
-#   Zen3, perplexity unchanged to 4 digits. int8 (CPU): int8 weights, bf16 activations: 1.3-1.9x float32's speed with
-#   AVX-512, 1.1-1.5x with AVX2 only (a Zen3, or kernels held to AVX2); perplexity within 0.02% (BENCH.md)
+#   float16 means float16 weights with float32 arithmetic (quantize.py): 1.2-1.7x float32's speed on a 124M model on a
+#   Zen3, perplexity unchanged to 4 digits (elsewhere, as on ARM, float16 arithmetic). int8 (CPU): int8 weights, bf16
+#   activations: 1.3-1.9x float32's speed with AVX-512, 1.1-1.5x with AVX2 only; perplexity within 0.02% (BENCH.md)
 compile = False  # torch.compile the forward pass (needs a working compiler; on CPUs 0.94-1.18x eager, after 1-2 minutes, and
 #   0.6x with float16 weights, whose packed kernel dynamo cannot trace: BENCH.md)
 threads = 0  # CPU threads; 0: one for models under 30M parameters (more threads only cost them), else torch's default
@@ -181,10 +181,10 @@ else:
     def wrap(text):
         return text
 n_params = model.num_params()  # (int8 and packed float16 weights are not parameters)
-x86_float16 = device == 'cpu' and dtype == 'float16' and 'fbgemm' in torch.backends.quantized.supported_engines
+x86_float16 = device == 'cpu' and dtype == 'float16' and quantize.fbgemm()
 if dtype == 'int8' or x86_float16:
     try:
-        quantize.int8(model) if dtype == 'int8' else quantize.float16(model)
+        (quantize.int8 if dtype == 'int8' else quantize.float16)(model)
     except ValueError as e:
         die(e)
 else:  # weights in dtype: no per-step casts as under autocast
