@@ -9,8 +9,8 @@ The speed claims of the README, measured in one run on this machine, each next t
   whose float32 steps cost what nanoGPT's do per token, so the ratio is then the recipe's alone
 - sample: the GPT-2 124M shape, batch 1 (random weights: the speed does not depend on them): transformers'
   generate in float32, ours in float32 (its memory reads per second as a share of the ceiling: each token reads
-  every weight once), ours in int8 and, on x86, with float16 weights (quantize.py, sample.py --dtype=int8 and
-  --dtype=float16), each also compiled (as with sample.py --compile=True; the compile time is printed, not
+  every weight once), ours in int8 and, on x86, with float16 weights (quantize.py; sample.py's --dtype=int8
+  and --dtype=float16), each also compiled (as with sample.py --compile=True; the compile time is printed, not
   timed); then the perplexity of the trained model of `train` (or of --ckpt) on the whole val split, float32
   against int8 and float16
 The machines here are shared and drift 10-30% within minutes: variants run in turn, ratios are taken within a
@@ -44,7 +44,7 @@ nanogpt = ''  # a nanoGPT checkout to run its train.py in; '' runs its recipe in
 data_dir = 'data'  # where prepare.py wrote shakespeare_char/
 new_tokens = 256  # tokens sampled per timed run
 compile = True  # also time ours with the forward pass compiled (sample.py --compile=True)
-ckpt = ''  # a train.py checkpoint (shakespeare_char) for the int8 perplexity when `train` does not run
+ckpt = ''  # a train.py checkpoint (shakespeare_char) for the int8 and float16 perplexities when `train` does not run
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 NANOGPT_FLAGS = ['--device=cpu', '--compile=False', '--eval_iters=20', '--log_interval=1', '--block_size=64',
