@@ -130,13 +130,13 @@ if gradient_accumulation_steps % world_size and not eval_only:  # it is the tota
         print(f'note: gradient_accumulation_steps rounded up to {gradient_accumulation_steps}, a multiple of the {world_size} processes')
 micro_steps = gradient_accumulation_steps // world_size  # this rank's share
 
-def cpu_flops(dt, n=512):  # FLOP/s of n x n matmuls in dtype dt, best of 3 (load moves it): 35-65 ms, 0.8 s if bf16 is emulated
+def cpu_flops(dt, n=512):  # FLOP/s of n x n matmuls in dtype dt, best of 3 (load moves it): 35-65 ms, 0.85 s if bf16 is emulated (Zen3)
     a = torch.randn(n, n, dtype=dt)
     return 2 * n ** 3 / min(timeit.repeat(lambda: a @ a, number=1, repeat=4)[1:])  # the first warms up
 
-# bf16 autocast pays on a CPU only where its matmuls are faster, which no flag tells (AVX512-BF16: 2.3x on a Zen4, 0.55x on a Xeon)
-cpu_peak = {d: cpu_flops(getattr(torch, d)) for d in ('float32', 'bfloat16')} if device_type == 'cpu' else {}
-ratio = cpu_peak['bfloat16'] / cpu_peak['float32'] if cpu_peak else 0.0
+# bf16 autocast pays on a CPU only where its matmuls are faster, which no flag tells (2.3x on a Zen4, 0.55x on a Xeon); float32 runs skip it
+cpu_peak = {d: cpu_flops(getattr(torch, d)) for d in ('float32',) + ('bfloat16',) * (dtype != 'float32')} if device_type == 'cpu' else {}
+ratio = cpu_peak['bfloat16'] / cpu_peak['float32'] if 'bfloat16' in cpu_peak else 0.0
 if dtype == 'auto' and device_type == 'cuda':
     dtype = 'bfloat16' if torch.cuda.is_bf16_supported() else 'float16'
 elif dtype == 'auto':  # mps: float32. Within 2x of the line, where noise could flip it, a resumed run keeps its dtype
@@ -405,7 +405,7 @@ signal.signal(signal.SIGTERM, on_signal)
 # ----------------------------------------------------------------------------- training loop
 if master:
     print(f'{raw_model.num_params() / 1e6:.2f}M parameters, vocabulary {vocab_size}; {world_size} process(es) on {device} in {dtype}'
-          f'{f" (bf16 matmuls at {ratio:.2f}x float32 here)" if cpu_peak else ""}{" compiled" if compile else ""}; {gradient_accumulation_steps} x {batch_size} x {block_size} tokens per iteration'
+          f'{f" (bf16 matmuls at {ratio:.2f}x float32 here)" if ratio else ""}{" compiled" if compile else ""}; {gradient_accumulation_steps} x {batch_size} x {block_size} tokens per iteration'
           f'{" at most (examples are padded)" if task != "lm" else ""}; iteration {iter_num} of {max_iters}')
 first_iter, stops, timed, n_timed, timed_tokens = iter_num, 0.0, 0.0, 0, 0.0
 while True:
