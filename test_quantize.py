@@ -37,6 +37,7 @@ def test_int8_linear_is_the_rounded_weight_times_its_row_scale():
     assert got.shape == (5, 3, 48)
     assert (got - want).abs().max() <= 0.02 * want.abs().max()  # bf16 output rounding
     assert (got - lin(x).detach()).abs().max() <= 0.03 * lin(x).abs().max()  # and close to float32
+    assert q(torch.randn(0, 64)).shape == (0, 48)  # no rows (a batch whose targets are all ignored)
 
 
 @FBGEMM
