@@ -151,9 +151,11 @@ def resolve_device(device: str) -> str:
     if device == 'auto':
         return 'cuda' if torch.cuda.is_available() else 'mps' if torch.backends.mps.is_available() else 'cpu'
     kind, _, index = device.partition(':')
+    if kind == 'cpu':  # torch has one CPU device: cpu:0 is cpu, which the scripts' CPU paths (int8, float16, threads) test for
+        return 'cpu'
     backend = getattr(torch, kind, None)  # torch.cuda, torch.mps, torch.xpu, ...
-    if kind != 'cpu' and not (hasattr(backend, 'is_available') and backend.is_available()
-                              and (not index or index.isdigit() and int(index) < backend.device_count())):
+    if not (hasattr(backend, 'is_available') and backend.is_available()
+            and (not index or index.isdigit() and int(index) < backend.device_count())):
         raise ValueError(f'device {device} asked for, but torch sees no such device here: use --device=cpu (or auto, cuda, cuda:1, mps)')
     return device
 

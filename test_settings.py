@@ -144,3 +144,9 @@ def test_a_config_file_value_of_the_wrong_kind_is_an_error(tmp_path):
     cfg.write_text('betas = (0.9, 0.95)  # nanoGPT style\nbeta1 = (0.9,)\nhelper = [1, 2]\n')
     with pytest.raises(SystemExit, match=r"beta1 in .*c.py must be float \(like 0.9\), got \(0.9,\)"):
         configure(dict(beta1=0.9), [str(cfg)], 'x.py')
+
+
+def test_a_cpu_device_by_any_name_is_cpu_and_one_torch_lacks_is_one_line():
+    assert settings.resolve_device('cpu') == settings.resolve_device('cpu:0') == 'cpu'  # (sample.py's CPU paths test 'cpu')
+    with pytest.raises(ValueError, match='torch sees no such device here: use --device=cpu'):
+        settings.resolve_device('nodevice:0')
