@@ -93,18 +93,22 @@ def refuse_lora(model: GPT, dtype: str) -> None:
         raise ValueError(f'dtype={dtype} converts plain projections: merge_lora() first (GPT.from_checkpoint does)')
 
 
+def swap(model: GPT, layer) -> GPT:
+    """Every projection, and the head unless a classifier's (it never uses it), replaced by layer(linear)."""
+    for m, n in projections(model):
+        setattr(m, n, layer(getattr(m, n)))
+    if not model.config.n_classes:
+        model.lm_head = layer(model.lm_head)
+    return model
+
+
 def int8(model: GPT) -> GPT:
     """int8 projections and head, everything else in bf16 (the head is no longer tied to the embedding)."""
     refuse_lora(model, 'int8')
     if model.config.n_embd % 16:  # torch 2.13's kernel gave wrong numbers for inputs of 40 and crashed for 100
         raise ValueError(f"dtype=int8 needs n_embd to be a multiple of 16 (torch's int8 kernel), not {model.config.n_embd}: "
                          'use float32')
-    model.eval().to(torch.bfloat16)
-    for m, n in projections(model):
-        setattr(m, n, Int8Linear(getattr(m, n)))
-    if not model.config.n_classes:  # a classifier never uses the head
-        model.lm_head = Int8Linear(model.lm_head)
-    return model
+    return swap(model.eval().to(torch.bfloat16), Int8Linear)
 
 
 def fbgemm() -> bool:
@@ -118,7 +122,7 @@ class Float16Linear(nn.Module):
 
     def __init__(self, linear: nn.Linear):
         super().__init__()
-        self.in_features, self.out_features = linear.in_features, linear.out_features
+        self.out_features = linear.out_features
         bias = None if linear.bias is None else linear.bias.detach().float()
         self.packed = torch.ops.quantized.linear_prepack_fp16(linear.weight.detach().float().contiguous(), bias)
 
@@ -133,9 +137,4 @@ def float16(model: GPT) -> GPT:
     if not fbgemm():
         raise ValueError(f'float16 weights need fbgemm (torch builds it for x86 CPUs), not the {torch.backends.quantized.engine} '
                          'engine: use float32 here')
-    model.eval().float()
-    for m, n in projections(model):
-        setattr(m, n, Float16Linear(getattr(m, n)))
-    if not model.config.n_classes:
-        model.lm_head = Float16Linear(model.lm_head)
-    return model
+    return swap(model.eval().float(), Float16Linear)

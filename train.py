@@ -135,7 +135,7 @@ def cpu_flops(dt, n=512):  # FLOP/s of n x n matmuls in dtype dt, best of 3 (loa
     return 2 * n ** 3 / min(timeit.repeat(lambda: a @ a, number=1, repeat=4)[1:])  # the first warms up
 
 # bf16 autocast pays on a CPU only where its matmuls are faster, which no flag tells (2.3x on a Zen4, 0.55x on a Xeon); float32 runs skip it
-cpu_peak = {d: cpu_flops(getattr(torch, d)) for d in ('float32',) + ('bfloat16',) * (dtype != 'float32')} if device_type == 'cpu' else {}
+cpu_peak = {d: cpu_flops(getattr(torch, d)) for d in (('float32',) if dtype == 'float32' else ('float32', 'bfloat16'))} if device_type == 'cpu' else {}
 ratio = cpu_peak['bfloat16'] / cpu_peak['float32'] if 'bfloat16' in cpu_peak else 0.0
 if dtype == 'auto' and device_type == 'cuda':
     dtype = 'bfloat16' if torch.cuda.is_bf16_supported() else 'float16'
