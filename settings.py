@@ -42,8 +42,8 @@ def configure(g: dict, argv: list[str], source: str) -> dict[str, str]:
             if not sep:
                 raise SystemExit(f'{script}: {arg} needs a value: --{key}=VALUE (--help lists the settings)')
             value = parse(text)
-            if isinstance(g.get(key), str) and not isinstance(value, str):
-                value = text  # a string setting takes the text as it is: --start=42, --input=2024.txt
+            if isinstance(g.get(key), str) and value is not None:
+                value = text  # a string setting takes the text as it is: --start=42, --input=2024.txt, --start="'Tis"
             pairs = [(key, value)]
         else:
             if not os.path.isfile(arg):

@@ -53,6 +53,8 @@ def test_a_string_setting_takes_the_text_as_it_is_and_a_config_file_error_is_one
     g = dict(start='hi', input='', n=1)
     configure(g, ['--start=42', '--input=2024.txt', '--n=7'], 'x.py')
     assert g == dict(start='42', input='2024.txt', n=7)
+    configure(g, ['--start=\'Tis so\'', '--input="Go!"'], 'x.py')  # quotes are part of the text, not python syntax
+    assert (g['start'], g['input']) == ("'Tis so'", '"Go!"')
     bad = tmp_path / 'bad.py'
     bad.write_text('n = (\n')
     with pytest.raises(SystemExit, match=r'^x.py: config file .*bad.py does not run: SyntaxError'):
