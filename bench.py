@@ -69,11 +69,7 @@ def ceilings():
     x = torch.ones(768 * 174763)  # 512 MB
     v = torch.ones(1, 768)
     read = max(x.numel() * 4 / best(x.sum), x.numel() * 4 / best(lambda: v @ x.view(768, -1)))
-    flops = {}
-    for dt in (torch.float32, torch.bfloat16):  # 1024: seconds, not minutes, on a CPU that emulates bf16
-        a = torch.randn(1024, 1024, dtype=dt)
-        flops[dt] = 2 * 1024 ** 3 / best(lambda: a @ a, 3)
-    return read, flops
+    return read, {dt: settings.cpu_flops(dt, 1024) for dt in (torch.float32, torch.bfloat16)}  # seconds where bf16 is emulated
 
 
 def val_loss(model, windows, batch=64):

@@ -208,7 +208,7 @@ class GPT(nn.Module):
         model = (GPTClassifier if ck['model_args'].get('n_classes') else GPT)(GPTConfig(**ck['model_args']))
         if ck['config'].get('lora_rank'):
             model.add_lora(ck['config']['lora_rank'], ck['config']['lora_alpha'])
-        model.load_state({k.removeprefix('_orig_mod.'): v for k, v in ck['model'].items()})
+        model.load_state({k.removeprefix('_orig_mod.').removeprefix('module.'): v for k, v in ck['model'].items()})  # compiled, DDP
         model.merge_lora()
         return model
 

@@ -110,6 +110,8 @@ if __name__ == '__main__':
             model = GPT.from_checkpoint(settings.read_checkpoint(os.path.join(out_dir, 'ckpt.pt')))
         else:
             model = GPT.from_pretrained(init_from)
+        if 50257 < model.config.vocab_size <= 50304:  # nanoGPT's GPT-2 BPE: padded to 50304 ids, never tokens
+            model.config.vocab_size = 50257
         if model.config.n_classes or model.config.vocab_size != 50257:
             raise ValueError(f'{init_from}: HellaSwag needs a GPT-2 BPE language model, not a '
                              + ('classifier' if model.config.n_classes else f'{model.config.vocab_size}-symbol model'))

@@ -61,10 +61,11 @@ def load_model():
     model = GPT.from_checkpoint(ckpt)
     cfg = dict(ckpt['config'], classes=ckpt.get('classes'))
     meta = os.path.join(cfg.get('data_dir', 'data'), cfg['dataset'], 'meta.pkl')
-    if not os.path.exists(meta):
-        if model.config.vocab_size != 50257:
+    if not os.path.exists(meta):  # GPT-2 BPE (nanoGPT's checkpoints pad it to 50304 ids, never sampled)
+        if model.config.vocab_size < 50257:
             raise ValueError(f'{meta} is gone, and the model has {model.config.vocab_size} symbols, not GPT-2 BPE: '
                              f"prepare {cfg['dataset']} again as for training (it writes meta.pkl)")
+        model.config.vocab_size = 50257
         return model, bpe(), cfg
     m = settings.read_meta(meta)
     if m['vocab_size'] != model.config.vocab_size:

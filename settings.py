@@ -1,6 +1,7 @@
 """
 What every script here shares (train.py, sample.py, prepare.py, hellaswag.py, plot.py, judge.py, the benches): the one
-settings mechanism, downloads, atomic file writes, and reading and writing train.py's checkpoints and meta.pkl.
+settings mechanism, devices and their speeds, downloads, atomic file writes, and reading and writing train.py's
+checkpoints and meta.pkl.
 torch is imported only inside the functions that need it (checkpoints, devices), since prepare.py uses this module without it.
 
 A script's settings are its module-level globals of plain values (int, float, bool, str, None), each
@@ -81,13 +82,16 @@ def takes_none(source: str, key: str) -> bool:
         return any(line.startswith(f'{key} = ') and 'None' in line.partition('#')[2] for line in f)
 
 
-def check(g: dict, source: str, minimum: dict = {}, fraction: tuple = (), choices: dict = {}):
-    """Checks of values beyond their types, each a one-line error: minimum {key: least value}, fraction
-    (keys in [0, 1)), choices {key: the allowed values}."""
+def check(g: dict, source: str, minimum: dict = {}, maximum: dict = {}, fraction: tuple = (), choices: dict = {}):
+    """Checks of values beyond their types, each a one-line error: minimum {key: least value}, maximum {key: largest
+    value}, fraction (keys in [0, 1)), choices {key: the allowed values}."""
     script = os.path.basename(source)
     for k, low in minimum.items():
         if g[k] < low:
             raise SystemExit(f'{script}: {k} must be at least {low}, got {g[k]}')
+    for k, high in maximum.items():
+        if g[k] > high:
+            raise SystemExit(f'{script}: {k} must be at most {high}, got {g[k]}')
     for k in fraction:
         if not 0 <= g[k] < 1:
             raise SystemExit(f'{script}: {k} must be in [0, 1), got {g[k]}')
@@ -158,6 +162,20 @@ def resolve_device(device: str) -> str:
             and (not index or index.isdigit() and int(index) < backend.device_count())):
         raise ValueError(f'device {device} asked for, but torch sees no such device here: use --device=cpu (or auto, cuda, cuda:1, mps)')
     return device
+
+
+# Peak dense FLOP/s of GPUs by name (the first key in it: L40S before L4): (bf16/fp16, fp32 as TF32), for train.py's MFU
+GPU_PEAKS = {'H200': (989e12, 494e12), 'H100': (989e12, 494e12), 'A100': (312e12, 156e12), 'A10G': (70e12, 35e12),
+             'L40S': (362e12, 183e12), 'L40': (181e12, 90e12), 'L4': (121e12, 60e12), '4090': (165e12, 83e12),
+             '3090': (71e12, 36e12), 'V100': (125e12, 15.7e12), 'T4': (65e12, 8.1e12)}
+
+
+def cpu_flops(dtype, n: int = 512) -> float:
+    """FLOP/s of n x n matmuls in a torch dtype on this CPU: the best of 3 after one to warm up (load moves it)."""
+    import timeit
+    import torch
+    a = torch.randn(n, n, dtype=dtype)
+    return 2 * n ** 3 / min(timeit.repeat(lambda: a @ a, number=1, repeat=4)[1:])
 
 
 def download(url: str, fix: str) -> bytes:

@@ -565,6 +565,23 @@ def test_sample_py_reads_a_folder_of_nanogpts_padded_vocabulary_and_refuses_a_sm
     assert r.returncode == 1 and 'has 97 tokens, too few for GPT-2 BPE' in r.stderr and 'Traceback' not in r.stderr, r.stderr
 
 
+@pytest.mark.skipif(not os.path.isdir(TIKTOKEN_CACHE), reason='needs ../shared/data/tiktoken_cache (GPT-2 BPE offline)')
+def test_sample_py_reads_a_nanogpt_checkpoint_padded_to_50304_with_ddp_and_compile_prefixes(tmp_path):
+    args = dict(n_layer=1, n_head=2, n_embd=32, block_size=32, bias=True, vocab_size=50304, dropout=0.0)  # nanoGPT's model_args
+    model = GPT(GPTConfig(**args))
+    with torch.no_grad():  # as in the folder test above: the padding rows would win every draw if they were not cut
+        model.transformer.ln_f.weight.zero_()
+        model.transformer.wte.weight[50257:] = 100 * model.transformer.ln_f.bias
+    sd = model.state_dict()
+    sd = {('module.' if i % 2 else '_orig_mod.') + k: v for i, (k, v) in enumerate(sd.items())}  # both kinds of wrapper
+    (tmp_path / 'out').mkdir()
+    torch.save(dict(model=sd, optimizer={}, model_args=args, iter_num=10, best_val_loss=3.0,
+                    config=dict(dataset='openwebtext', init_from='scratch')), tmp_path / 'out' / 'ckpt.pt')
+    r = run('sample.py', '--init_from=resume', f'--out_dir={tmp_path / "out"}', '--num_samples=1', '--max_new_tokens=5',
+            '--seed=1')
+    assert r.returncode == 0 and 'Traceback' not in r.stderr, r.stderr[-2000:]  # no meta.pkl: GPT-2 BPE, the padding cut
+
+
 # ---------------------------------------------------------------- fine-tuning: freezing, LoRA, classifier, HellaSwag
 
 def train_steps(model, idx, targets, steps=3):

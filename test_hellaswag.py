@@ -126,6 +126,23 @@ def test_hellaswag_py_accuracy_agrees_with_transformers(tmp_path, enc):
         assert int(right) == round(float(acc) * len(want))
 
 
+def test_hellaswag_py_reads_nanogpts_vocabulary_padded_to_50304_ids(tmp_path, enc):
+    from transformers import GPT2Config, GPT2LMHeadModel
+    ref = hf_folder(tmp_path / 'hf')
+    padded = GPT2LMHeadModel(GPT2Config(n_positions=32, n_embd=32, n_layer=2, n_head=2, vocab_size=50304))
+    sd = ref.state_dict()
+    with torch.no_grad():  # the same model, and 47 more rows that are never tokens
+        for k, v in padded.state_dict().items():
+            v[:sd[k].size(0)] = sd[k]
+    padded.save_pretrained(tmp_path / 'padded')
+    src = jsonl(tmp_path / 'h.jsonl', SCORED)
+    p = subprocess.run([sys.executable, os.path.join(HERE, 'hellaswag.py'), f'--init_from={tmp_path / "padded"}',
+                        f'--input={src}', '--device=cpu'], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr
+    acc = float(re.search(r'HellaSwag accuracy ([\d.]+)', p.stdout)[1])
+    assert acc == pytest.approx(transformers_accuracy(ref, enc, SCORED), abs=1e-4)
+
+
 @pytest.mark.parametrize('nproc', [1, 2])
 def test_train_py_eval_only_perplexity_and_hellaswag_agree_with_transformers(tmp_path, nproc, enc):
     ref = hf_folder(tmp_path / 'hf')

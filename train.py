@@ -9,13 +9,13 @@ Batches are a pure function of (seed, iteration): ranks, micro-steps and resumed
 """
 import contextlib
 import csv
+import importlib.util
 import math
 import os
 import platform
 import signal
 import sys
 import time
-import timeit
 
 import numpy as np
 import torch
@@ -105,16 +105,22 @@ config = {k: globals()[k] for k in _defaults}  # saved in every checkpoint: the 
 
 # ----------------------------------------------------------------------------- checks, processes, device
 settings.check(globals(), __file__, minimum=dict(batch_size=1, block_size=1, gradient_accumulation_steps=1, eval_iters=1,
-               eval_interval=1, log_interval=1, max_iters=0, n_layer=1, n_head=1, n_embd=1, seed=0, learning_rate=0,
-               min_lr=0, weight_decay=0, grad_clip=0, lora_rank=0), fraction=('dropout', 'lora_dropout', 'beta1', 'beta2'),
+               eval_interval=1, log_interval=1, max_iters=0, n_layer=1, n_head=1, n_embd=1, seed=0, learning_rate=0, min_lr=0,
+               weight_decay=0, grad_clip=0, lora_rank=0, warmup_iters=0, lr_decay_iters=0, peak_flops=0, hellaswag_interval=0,
+               hellaswag_examples=0), maximum=dict(seed=2 ** 63 - 1), fraction=('dropout', 'lora_dropout', 'beta1', 'beta2'),
                choices=dict(dtype=('auto', 'float32', 'bfloat16', 'float16'), compile=(None, True, False),
                             task=('lm', 'classify', 'instruct'), optimizer=('adamw', 'muon')))
-if init_from not in ('scratch', 'resume', *PRESETS) and not os.path.isdir(init_from):
-    die(f"unknown init_from {init_from!r}: use scratch, resume, {', '.join(PRESETS)}, or a Hugging Face GPT-2 folder")
-if os.path.exists(out_dir) and not os.path.isdir(out_dir):
-    die(f'out_dir {out_dir} is a file: name a folder')
-if init_from != 'resume' and not eval_only and os.path.exists(os.path.join(out_dir, 'ckpt.pt')):
-    die(f'{out_dir} holds another run: continue it with --init_from=resume, or start this one in a new --out_dir')
+for bad, why in ((init_from not in ('scratch', 'resume', *PRESETS) and not os.path.isdir(init_from),
+                  f"unknown init_from {init_from!r}: use scratch, resume, {', '.join(PRESETS)}, or a Hugging Face GPT-2 folder"),
+                 (not out_dir or os.path.isfile(out_dir), f'out_dir {out_dir!r} is {"a file" if out_dir else "empty"}: name a folder'),
+                 (init_from != 'resume' and not eval_only and os.path.exists(os.path.join(out_dir, 'ckpt.pt')),
+                  f'{out_dir} holds another run: continue it with --init_from=resume, or start this one in a new --out_dir'),
+                 (lora_rank > 0 and trainable_layers >= 0, 'lora_rank trains adapters only: drop trainable_layers (or lora_rank)'),
+                 (not eval_only and hellaswag_interval and eval_interval % hellaswag_interval and hellaswag_interval % eval_interval,
+                  'hellaswag_interval runs at evaluations: make it a multiple or a divisor of eval_interval'),
+                 (wandb_log and not importlib.util.find_spec('wandb'), 'wandb_log=True needs wandb: pip install wandb')):
+    if bad:
+        die(why)
 
 ddp = 'RANK' in os.environ  # started by torchrun
 rank, local_rank, world_size = (int(os.environ.get(k, d)) for k, d in (('RANK', 0), ('LOCAL_RANK', 0), ('WORLD_SIZE', 1)))
@@ -130,12 +136,8 @@ if gradient_accumulation_steps % world_size and not eval_only:  # it is the tota
         print(f'note: gradient_accumulation_steps rounded up to {gradient_accumulation_steps}, a multiple of the {world_size} processes')
 micro_steps = gradient_accumulation_steps // world_size  # this rank's share
 
-def cpu_flops(dt, n=512):  # FLOP/s of n x n matmuls in dtype dt, best of 3 (load moves it): 35-65 ms, 0.85 s if bf16 is emulated (Zen3)
-    a = torch.randn(n, n, dtype=dt)
-    return 2 * n ** 3 / min(timeit.repeat(lambda: a @ a, number=1, repeat=4)[1:])  # the first warms up
-
-# bf16 autocast pays on a CPU only where its matmuls are faster, which no flag tells (2.3x on a Zen4, 0.55x on a Xeon); float32 runs skip it
-cpu_peak = {d: cpu_flops(getattr(torch, d)) for d in (('float32',) if dtype == 'float32' else ('float32', 'bfloat16'))} if device_type == 'cpu' else {}
+# bf16 autocast pays on a CPU only where its matmuls are faster (2.3x on a Zen4, 0.55x on a Xeon): float32 runs skip timing it
+cpu_peak = {d: settings.cpu_flops(getattr(torch, d)) for d in (('float32',) if dtype == 'float32' else ('float32', 'bfloat16'))} if device_type == 'cpu' else {}
 ratio = cpu_peak['bfloat16'] / cpu_peak['float32'] if 'bfloat16' in cpu_peak else 0.0
 if dtype == 'auto' and device_type == 'cuda':
     dtype = 'bfloat16' if torch.cuda.is_bf16_supported() else 'float16'
@@ -172,17 +174,21 @@ if task == 'lm':
         s = min(data_len, key=data_len.get)
         die(f'block_size={block_size} is larger than the data: {s}.bin has only {data_len[s]} tokens')
 
+def draw(split, it, high, evaluation=False):
+    """This rank's row indices in [0, high) for iteration it (one draw for all ranks, sliced), or the it-th eval batch's."""
+    ix = np.random.default_rng([seed, STREAMS[split, evaluation], it]).integers(
+        0, high, size=batch_size * (1 if evaluation else gradient_accumulation_steps))
+    return ix if evaluation else ix[rank * micro_steps * batch_size:(rank + 1) * micro_steps * batch_size]
+
 def get_batch(split, it, evaluation=False):
-    """This rank's rows of training iteration it as (x, y), shape (micro_steps * batch_size, block_size), or
-    with evaluation=True the batch_size rows of the it-th evaluation batch."""
-    gen = np.random.default_rng([seed, STREAMS[split, evaluation], it])
-    ix = gen.integers(0, data_len[split] - block_size, size=batch_size * (1 if evaluation else gradient_accumulation_steps))
-    if not evaluation:  # all ranks' rows are drawn at once, and rank r takes the r-th slice
-        ix = ix[rank * micro_steps * batch_size:(rank + 1) * micro_steps * batch_size]
+    """(x, y) of the token windows draw() picks, each (rows, block_size)."""
+    ix = draw(split, it, data_len[split] - block_size, evaluation)
     # A fresh memmap per batch: a long-lived one keeps every page it ever touched in this process's
     # resident set (nanoGPT #287), while opening one costs a few syscalls, nothing next to a step.
     data = np.memmap(os.path.join(path, f'{split}.bin'), dtype=np.uint16, mode='r')
     xy = torch.from_numpy(np.stack([data[i:i + block_size + 1] for i in ix]).astype(np.int64))
+    if xy.max() >= vocab_size:  # e.g. GPT-2 BPE .bin files beside a character meta.pkl left from other data
+        die(f'{split}.bin holds token id {int(xy.max())}, but the vocabulary has {vocab_size}: prepare {dataset} again')
     x, y = xy[:, :-1], xy[:, 1:]
     if device_type == 'cuda':  # pinned, asynchronous copy to the GPU
         return x.pin_memory().to(device, non_blocking=True), y.pin_memory().to(device, non_blocking=True)
@@ -205,12 +211,7 @@ if task != 'lm':
         print(f'warning: {cut} examples have prompts longer than block_size={block_size}: skipped (raise block_size)')
 
     def get_batch(split, it, evaluation=False):  # noqa: F811 (examples instead of token streams)
-        if evaluation:
-            ix = np.arange(it * batch_size, min((it + 1) * batch_size, data_len[split]))
-        else:
-            ix = np.random.default_rng([seed, STREAMS[split, False], it]).integers(
-                0, data_len[split], size=batch_size * gradient_accumulation_steps)
-            ix = ix[rank * micro_steps * batch_size:(rank + 1) * micro_steps * batch_size]
+        ix = np.arange(it * batch_size, min((it + 1) * batch_size, data_len[split])) if evaluation else draw(split, it, data_len[split])
         return tuple(torch.from_numpy(a).to(device) for a in example_batch(examples[split], examples[split]['use'][ix], block_size))
 # -----------------------------------------------------------------------------
 
@@ -229,10 +230,6 @@ if init_from == 'scratch':
     model = user_error(Model, GPTConfig(**model_args))
 elif init_from == 'resume':
     model_args = dict(ckpt['model_args'], dropout=dropout)  # resume: the shape is the checkpoint's
-    was = dict(ckpt['model_args'], optimizer=ckpt['config'].get('optimizer', 'adamw'))
-    for k in ('block_size', 'n_layer', 'n_head', 'n_embd', 'bias', 'optimizer'):
-        if k in _given and config[k] != was[k]:
-            die(f"{k}={config[k]!r} differs from the checkpoint's {was[k]!r}: a run resumes in its own shape and optimizer")
     if bool(model_args.get('n_classes')) != (task == 'classify'):
         die(f'task={task} but the checkpoint in {out_dir} was trained with task={ckpt["config"].get("task", "lm")}')
     model = Model(GPTConfig(**model_args))
@@ -245,6 +242,13 @@ else:  # OpenAI's GPT-2 by name, or a Hugging Face folder
         die(f'block_size={block_size} is larger than the model allows ({model.config.block_size})')
     model.crop_block_size(block_size)  # e.g. fine-tune GPT-2 (1024) on shorter rows
     model_args = {k: getattr(model.config, k) for k in GPTConfig.__dataclass_fields__}
+was = dict(model_args, optimizer=ckpt['config'].get('optimizer', 'adamw') if ckpt else optimizer)
+for k in ('block_size', 'n_layer', 'n_head', 'n_embd', 'bias', 'optimizer'):  # a resumed or pretrained model keeps its shape (and
+    if k in _given and config[k] != was[k]:  # a run its optimizer): a flag that asks for another is refused, the config records it
+        die(f"{k}={config[k]!r} differs from {'the checkpoint' if ckpt else init_from}'s {was[k]!r}: a run keeps its model's shape and its optimizer")
+    config[k] = was[k]
+if vocab_size == 50257 and 50257 < model.config.vocab_size <= 50304:  # nanoGPT's GPT-2 BPE: padded to 50304 ids, never tokens
+    model.config.vocab_size = model_args['vocab_size'] = 50257
 if model.config.vocab_size != vocab_size:
     die(f"the model's vocabulary has {model.config.vocab_size} tokens but {dataset}'s has {vocab_size}: "
         f'use the dataset it was trained on (--dataset=...)')
@@ -293,14 +297,11 @@ if compile:
 if ddp:
     model = DDP(model, device_ids=[local_rank] if device_type == 'cuda' else None)
 
-# Peak dense FLOP/s of GPUs by name (the first key in it: L40S before L4): (bf16/fp16, fp32 as TF32); a CPU's is measured
-PEAKS = {'H200': (989e12, 494e12), 'H100': (989e12, 494e12), 'A100': (312e12, 156e12), 'A10G': (70e12, 35e12),
-         'L40S': (362e12, 183e12), 'L40': (181e12, 90e12), 'L4': (121e12, 60e12), '4090': (165e12, 83e12), '3090': (71e12, 36e12),
-         'V100': (125e12, 15.7e12), 'T4': (65e12, 8.1e12)}
-half, full = next((p for key, p in PEAKS.items() if device_type == 'cuda' and key in torch.cuda.get_device_name(device)),
+# MFU: against a GPU's datasheet peak (bf16/fp16, fp32 as TF32), or the CPU's measured above
+half, full = next((p for key, p in settings.GPU_PEAKS.items() if device_type == 'cuda' and key in torch.cuda.get_device_name(device)),
                   (cpu_peak.get('bfloat16', 0), cpu_peak.get('float32', 0)))
 frozen = task == 'instruct' or trainable_layers >= 0 or lora_rank > 0  # no MFU: no weight gradients, or a varying head
-peak = 0 if frozen else peak_flops or (full if dtype == 'float32' else half)
+peak = 0 if frozen else peak_flops or (full if dtype == 'float32' else max(half, full))  # (a CPU may emulate bf16)
 cfg = raw_model.config  # forward+backward FLOPs per token: 6 per weight plus attention (PaLM appendix B)
 flops_per_token = 6 * (raw_model.num_params() - (cfg.vocab_size * cfg.n_embd if cfg.n_classes else 0)) \
     + 12 * cfg.n_layer * cfg.n_embd * cfg.block_size  # (a classifier has no LM head)
@@ -346,20 +347,21 @@ def estimate_loss(splits=('train', 'val'), with_hellaswag=False):
     return out
 
 def save_checkpoint(evaluated=True):
-    """Called on every rank (it gathers each rank's RNG state); rank 0 writes, atomically."""
+    """Called on every rank (it gathers each rank's RNG state); rank 0 writes, atomically, and every rank returns once it has."""
     rng = dict(torch=torch.get_rng_state(), **({'cuda': torch.cuda.get_rng_state(device)} if device_type == 'cuda' else {}))
     rngs = [rng] * world_size
     if ddp:
         dist.all_gather_object(rngs, rng)
-    if not master:
-        return
-    ck = dict(model=raw_model.state_dict(), optimizer=optimizers[0].state_dict(), muon=[o.state_dict() for o in optimizers[1:]],
-              scaler=scaler.state_dict() if scaler.is_enabled() else None, model_args=model_args,
-              iter_num=iter_num, best_val_loss=best_val_loss, config=config, rng=rngs, world_size=world_size,
-              classes=classes, device=device, dtype=dtype, evaluated=evaluated)
-    t = time.time()
-    user_error(settings.write_checkpoint, os.path.join(out_dir, 'ckpt.pt'), ck)
-    print(f'saved checkpoint at iteration {iter_num} to {out_dir}/ckpt.pt ({time.time() - t:.1f} s)')
+    if master:
+        ck = dict(model=raw_model.state_dict(), optimizer=optimizers[0].state_dict(), muon=[o.state_dict() for o in optimizers[1:]],
+                  scaler=scaler.state_dict() if scaler.is_enabled() else None, model_args=model_args,
+                  iter_num=iter_num, best_val_loss=best_val_loss, config=config, rng=rngs, world_size=world_size,
+                  classes=classes, device=device, dtype=dtype, evaluated=evaluated)
+        t = time.time()
+        user_error(settings.write_checkpoint, os.path.join(out_dir, 'ckpt.pt'), ck)
+        print(f'saved checkpoint at iteration {iter_num} to {out_dir}/ckpt.pt ({time.time() - t:.1f} s)')
+    if ddp:  # the classifier's test below reads the file on every rank
+        dist.barrier()
 
 # ----------------------------------------------------------------------------- log
 LOG_FIELDS = ['kind', 'iter', 'loss', 'val_loss', 'lr', 'ms_per_iter', 'tokens_per_s', 'mfu', 'grad_norm', 'elapsed_s',
@@ -464,9 +466,7 @@ while True:
     scaler.update()
     if device_type == 'cuda':
         torch.cuda.synchronize()
-    timed += time.time() - t0
-    n_timed += 1
-    timed_tokens += n_tokens
+    timed, n_timed, timed_tokens = timed + time.time() - t0, n_timed + 1, timed_tokens + n_tokens
     iter_num += 1
 
     if it % log_interval == 0 or stops:
