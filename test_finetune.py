@@ -107,6 +107,23 @@ def test_with_always_save_checkpoint_false_the_test_figures_are_the_best_checkpo
     assert float(loss) == pytest.approx(F.cross_entropy(logits, torch.as_tensor(z['labels'])).item(), abs=1e-3)
 
 
+@needs(SMS)
+def test_under_ddp_every_rank_scores_the_best_checkpoint_once_rank_0_has_written_it(tmp_path):
+    py(tmp_path, 'prepare.py', 'sms_spam', f'--input={SMS}')
+    p = subprocess.run([sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node=2',
+                        os.path.join(HERE, 'train.py'), '--task=classify', '--dataset=sms_spam', '--out_dir=out', '--block_size=32',
+                        '--max_iters=6', '--eval_interval=3', '--always_save_checkpoint=False', *TINY],
+                       cwd=tmp_path, capture_output=True, text=True, env=ENV, timeout=300)
+    assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-3000:]
+    model, ck = load(tmp_path / 'out' / 'ckpt.pt')
+    assert ck['iter_num'] == 6  # the last evaluation improved: saved just before the test, which each rank scores half of
+    acc, loss = re.search(r'test accuracy ([\d.]+)% \(300 examples\), test loss ([\d.]+)', p.stdout).groups()
+    z = np.load(tmp_path / 'data' / 'sms_spam' / 'test.npz')
+    logits = class_logits(model, z)  # a rank that read the checkpoint before rank 0 had replaced it scored iteration 3's
+    assert float(acc) / 100 == pytest.approx(np.mean(logits.argmax(1).numpy() == z['labels']), abs=1e-4)
+    assert float(loss) == pytest.approx(F.cross_entropy(logits, torch.as_tensor(z['labels'])).item(), abs=1e-3)
+
+
 @needs(ALPACA)
 def test_instruction_tuning_trains_on_responses_and_sample_answers_in_the_template(tmp_path):
     py(tmp_path, 'prepare.py', 'alpaca', f'--input={ALPACA}')
