@@ -32,8 +32,7 @@ PRESETS = {
     'gpt2-large': dict(n_layer=36, n_head=20, n_embd=1280),  # 774M
     'gpt2-xl': dict(n_layer=48, n_head=25, n_embd=1600),  # 1558M
 }
-# Hugging Face stores these as Conv1D, i.e. (in, out): the transpose of nn.Linear's weight
-CONV1D = ('attn.c_attn.weight', 'attn.c_proj.weight', 'mlp.c_fc.weight', 'mlp.c_proj.weight')
+CONV1D = ('attn.c_attn.weight', 'attn.c_proj.weight', 'mlp.c_fc.weight', 'mlp.c_proj.weight')  # HF's Conv1D: (in, out)
 
 
 class CausalSelfAttention(nn.Module):
@@ -208,7 +207,7 @@ class GPT(nn.Module):
         model = (GPTClassifier if ck['model_args'].get('n_classes') else GPT)(GPTConfig(**ck['model_args']))
         if ck['config'].get('lora_rank'):
             model.add_lora(ck['config']['lora_rank'], ck['config']['lora_alpha'])
-        model.load_state({k.removeprefix('_orig_mod.').removeprefix('module.'): v for k, v in ck['model'].items()})  # compiled, DDP
+        model.load_state(ck['model'])
         model.merge_lora()
         return model
 
@@ -219,6 +218,7 @@ class GPT(nn.Module):
         if hf:  # a Hugging Face GPT-2 has no classifier or adapters: those keep their fresh init
             todo -= {k for k in ours if k.startswith('classifier.') or '.lora_' in k}
         for k, v in sd.items():
+            k = k.removeprefix('module.').removeprefix('_orig_mod.')  # what DDP and torch.compile wrap a saved model's names in
             if hf:
                 k = k if k.startswith(('transformer.', 'lm_head.')) else 'transformer.' + k
                 v = v.t() if k.endswith(CONV1D) else v

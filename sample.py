@@ -62,7 +62,7 @@ def load_model():
     cfg = dict(ckpt['config'], classes=ckpt.get('classes'))
     meta = os.path.join(cfg.get('data_dir', 'data'), cfg['dataset'], 'meta.pkl')
     if not os.path.exists(meta):  # GPT-2 BPE (nanoGPT's checkpoints pad it to 50304 ids, never sampled)
-        if model.config.vocab_size < 50257:
+        if not 50257 <= model.config.vocab_size <= 50304:
             raise ValueError(f'{meta} is gone, and the model has {model.config.vocab_size} symbols, not GPT-2 BPE: '
                              f"prepare {cfg['dataset']} again as for training (it writes meta.pkl)")
         model.config.vocab_size = 50257

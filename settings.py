@@ -43,7 +43,7 @@ def configure(g: dict, argv: list[str], source: str) -> dict[str, str]:
             if not sep:
                 raise SystemExit(f'{script}: {arg} needs a value: --{key}=VALUE (--help lists the settings)')
             value = parse(text)
-            if isinstance(g.get(key), str) and value is not None:
+            if isinstance(g.get(key), str) and (value is not None or not takes_none(source, key)):
                 value = text  # a string setting takes the text as it is: --start=42, --input=2024.txt, --start="'Tis"
             pairs = [(key, value)]
         else:
@@ -176,6 +176,15 @@ def cpu_flops(dtype, n: int = 512) -> float:
     import torch
     a = torch.randn(n, n, dtype=dtype)
     return 2 * n ** 3 / min(timeit.repeat(lambda: a @ a, number=1, repeat=4)[1:])
+
+
+def require(module: str, why: str):
+    """import module, an optional package that why (a setting) needs, or a ValueError that says how to install it."""
+    import importlib
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        raise ValueError(f'{why} needs {module}, which is not installed: pip install {module}') from None
 
 
 def download(url: str, fix: str) -> bytes:

@@ -573,7 +573,8 @@ def test_sample_py_reads_a_nanogpt_checkpoint_padded_to_50304_with_ddp_and_compi
         model.transformer.ln_f.weight.zero_()
         model.transformer.wte.weight[50257:] = 100 * model.transformer.ln_f.bias
     sd = model.state_dict()
-    sd = {('module.' if i % 2 else '_orig_mod.') + k: v for i, (k, v) in enumerate(sd.items())}  # both kinds of wrapper
+    wraps = ('module.', '_orig_mod.', 'module._orig_mod.')  # DDP's, torch.compile's, and DDP around a compiled model
+    sd = {wraps[i % 3] + k: v for i, (k, v) in enumerate(sd.items())}
     (tmp_path / 'out').mkdir()
     torch.save(dict(model=sd, optimizer={}, model_args=args, iter_num=10, best_val_loss=3.0,
                     config=dict(dataset='openwebtext', init_from='scratch')), tmp_path / 'out' / 'ckpt.pt')

@@ -55,6 +55,10 @@ def test_a_string_setting_takes_the_text_as_it_is_and_a_config_file_error_is_one
     assert g == dict(start='42', input='2024.txt', n=7)
     configure(g, ['--start=\'Tis so\'', '--input="Go!"'], 'x.py')  # quotes are part of the text, not python syntax
     assert (g['start'], g['input']) == ("'Tis so'", '"Go!"')
+    script = tmp_path / 'x.py'  # whose comments give None no meaning for a string setting: so None is text too
+    script.write_text("start = 'hi'  # the prompt\ninput = ''  # a file\nn = 1  # a count\n")
+    configure(g, ['--input=None'], str(script))
+    assert g['input'] == 'None'
     bad = tmp_path / 'bad.py'
     bad.write_text('n = (\n')
     with pytest.raises(SystemExit, match=r'^x.py: config file .*bad.py does not run: SyntaxError'):

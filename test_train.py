@@ -165,6 +165,10 @@ def test_resume_flags_win_even_at_their_defaults_and_eval_only_trains_nothing(tm
     assert 'iter 4: train loss' in out and 'iter 5' not in out
     assert_same_weights(ckpt(tmp, 'out')['model'], after['model'], exact=True)
     assert before['iter_num'] == 2 and after['iter_num'] == 4
+    # a run that logged to Weights & Biases is evaluated where wandb is not installed: eval_only sends nothing there
+    after['config']['wandb_log'] = True
+    torch.save(after, tmp / 'out' / 'ckpt.pt')
+    assert 'iter 4: train loss' in resume('--eval_only=True')
 
 
 def test_resume_takes_the_runs_own_values_over_its_config_file_and_its_dtype(tmp):
@@ -256,7 +260,7 @@ def test_init_from_hugging_face_folder_crops_block_size_and_keeps_its_shape(tmp)
     assert c['config']['bias'] is True  # the model's shape, which has biases, not the setting's default (False)
     p = train(tmp, 'other', '--dataset=bpe', f'--init_from={tmp / "hf"}', '--max_iters=2', '--block_size=8', '--n_layer=3', check=False)
     assert p.returncode == 1 and p.stderr.strip().splitlines() == [
-        f"train.py: n_layer=3 differs from {tmp / 'hf'}'s 2: a run keeps its model's shape and its optimizer"], p.stderr
+        f"train.py: n_layer=3 (a flag) differs from {tmp / 'hf'}'s 2: a run keeps its model's shape and its optimizer"], p.stderr
     # nanoGPT's vocabulary, padded to 50304 ids, fine-tunes on GPT-2 BPE data: the padding is cut, as sample.py does
     GPT(GPTConfig(block_size=32, vocab_size=50304, n_layer=2, n_head=2, n_embd=32)).save_pretrained(str(tmp / 'hf50304'))
     train(tmp, 'padded', '--dataset=bpe', f'--init_from={tmp / "hf50304"}', '--max_iters=2', '--block_size=8')
@@ -290,9 +294,9 @@ def foreign_file(path):
     (['--init_from=resume', 'GARBAGE'], 'is not a readable train.py checkpoint'),
     (['--dtype=float64'], 'dtype must be'),
     (['--dropout=1.0'], 'dropout must be in [0, 1), got 1.0'),
-    (['--init_from=resume', 'BIGGER'], "block_size=32 differs from the checkpoint's 16"),
-    (['--init_from=resume', 'DEEPER'], "n_layer=4 differs from the checkpoint's 2: a run keeps its model's shape and its optimizer"),
-    (['--init_from=resume', 'OTHEROPT'], "optimizer='muon' differs from the checkpoint's 'adamw'"),
+    (['--init_from=resume', 'BIGGER'], "block_size=32 (a flag) differs from the checkpoint's 16"),
+    (['--init_from=resume', 'DEEPER'], "n_layer=4 (a flag) differs from the checkpoint's 2: a run keeps its model's shape and its optimizer"),
+    (['--init_from=resume', 'OTHEROPT'], "optimizer='muon' (a flag) differs from the checkpoint's 'adamw'"),
     (['--optimizer=muon', '--lora_rank=2'], 'optimizer=muon trains whole weight matrices in bf16 or float32, not frozen'),
     (['--optimizer=muon', '--dtype=float16'], 'not in float16: use adamw'),
     (['AGAIN'], 'holds another run: continue it with --init_from=resume, or start this one in a new --out_dir'),
@@ -308,12 +312,13 @@ def foreign_file(path):
     (['--device=gpu'], 'torch sees no such device here: use --device=cpu'),
     (['--beta2=1.0'], 'beta2 must be in [0, 1), got 1.0'),
     (['--out_dir='], "out_dir '' is empty: name a folder"),
+    (['--out_dir=/dev/null'], "out_dir '/dev/null' is a file: name a folder"),
     (['--seed=99999999999999999999'], 'seed must be at most 9223372036854775807'),
     (['--warmup_iters=-10'], 'warmup_iters must be at least 0'),
     (['--peak_flops=-5'], 'peak_flops must be at least 0'),
     (['--lora_rank=2', '--trainable_layers=1'], 'lora_rank trains adapters only: drop trainable_layers'),
     (['--hellaswag_interval=3', '--eval_interval=2'], 'make it a multiple or a divisor of eval_interval'),
-    (['--wandb_log=True'], 'wandb_log=True needs wandb: pip install wandb'),
+    (['--wandb_log=True'], 'wandb_log=True needs wandb, which is not installed: pip install wandb'),
 ])
 def test_bad_input_is_one_line(tmp, flags, message):
     env = dict(ENV)

@@ -9,7 +9,6 @@ Batches are a pure function of (seed, iteration): ranks, micro-steps and resumed
 """
 import contextlib
 import csv
-import importlib.util
 import math
 import os
 import platform
@@ -70,7 +69,7 @@ dtype = 'auto'  # float32 | bfloat16 | float16 (autocast). auto: bfloat16 on cud
 #   on other cuda GPUs, float32 on mps; on a CPU bfloat16 only if its bf16 matmuls measure 1.2x faster than float32
 compile = None  # torch.compile the model; None: True on cuda (not Windows; minutes of start-up), False elsewhere
 seed = 1337  # model init, dropout and the batch draws all follow from it
-peak_flops = 0.0  # FLOP/s that MFU is relative to; 0 looks the device up in train.py's PEAKS
+peak_flops = 0.0  # FLOP/s that MFU is relative to; 0: a GPU's datasheet peak (settings.GPU_PEAKS), a CPU's measured rate
 # fine-tuning and evaluation
 task = 'lm'  # lm: next tokens of train.bin | classify: labels of train.npz | instruct: responses of train.npz
 trainable_layers = -1  # >= 0: train only the last k blocks, the final LayerNorm and the head; -1: all
@@ -110,17 +109,17 @@ settings.check(globals(), __file__, minimum=dict(batch_size=1, block_size=1, gra
                hellaswag_examples=0), maximum=dict(seed=2 ** 63 - 1), fraction=('dropout', 'lora_dropout', 'beta1', 'beta2'),
                choices=dict(dtype=('auto', 'float32', 'bfloat16', 'float16'), compile=(None, True, False),
                             task=('lm', 'classify', 'instruct'), optimizer=('adamw', 'muon')))
-for bad, why in ((init_from not in ('scratch', 'resume', *PRESETS) and not os.path.isdir(init_from),
-                  f"unknown init_from {init_from!r}: use scratch, resume, {', '.join(PRESETS)}, or a Hugging Face GPT-2 folder"),
-                 (not out_dir or os.path.isfile(out_dir), f'out_dir {out_dir!r} is {"a file" if out_dir else "empty"}: name a folder'),
-                 (init_from != 'resume' and not eval_only and os.path.exists(os.path.join(out_dir, 'ckpt.pt')),
-                  f'{out_dir} holds another run: continue it with --init_from=resume, or start this one in a new --out_dir'),
-                 (lora_rank > 0 and trainable_layers >= 0, 'lora_rank trains adapters only: drop trainable_layers (or lora_rank)'),
-                 (not eval_only and hellaswag_interval and eval_interval % hellaswag_interval and hellaswag_interval % eval_interval,
-                  'hellaswag_interval runs at evaluations: make it a multiple or a divisor of eval_interval'),
-                 (wandb_log and not importlib.util.find_spec('wandb'), 'wandb_log=True needs wandb: pip install wandb')):
-    if bad:
-        die(why)
+if init_from not in ('scratch', 'resume', *PRESETS) and not os.path.isdir(init_from):
+    die(f"unknown init_from {init_from!r}: use scratch, resume, {', '.join(PRESETS)}, or a Hugging Face GPT-2 folder")
+if not out_dir or os.path.exists(out_dir) and not os.path.isdir(out_dir):
+    die(f'out_dir {out_dir!r} is {"a file" if out_dir else "empty"}: name a folder')
+if init_from != 'resume' and not eval_only and os.path.exists(os.path.join(out_dir, 'ckpt.pt')):
+    die(f'{out_dir} holds another run: continue it with --init_from=resume, or start this one in a new --out_dir')
+if lora_rank > 0 and trainable_layers >= 0 and not eval_only:
+    die('lora_rank trains adapters only: drop trainable_layers (or lora_rank)')
+if hellaswag_interval and eval_interval % hellaswag_interval and hellaswag_interval % eval_interval and not eval_only:
+    die('hellaswag_interval runs at evaluations: make it a multiple or a divisor of eval_interval')
+wandb = user_error(settings.require, 'wandb', 'wandb_log=True') if wandb_log and not eval_only else None  # only if asked
 
 ddp = 'RANK' in os.environ  # started by torchrun
 rank, local_rank, world_size = (int(os.environ.get(k, d)) for k, d in (('RANK', 0), ('LOCAL_RANK', 0), ('WORLD_SIZE', 1)))
@@ -211,7 +210,8 @@ if task != 'lm':
         print(f'warning: {cut} examples have prompts longer than block_size={block_size}: skipped (raise block_size)')
 
     def get_batch(split, it, evaluation=False):  # noqa: F811 (examples instead of token streams)
-        ix = np.arange(it * batch_size, min((it + 1) * batch_size, data_len[split])) if evaluation else draw(split, it, data_len[split])
+        ix = np.arange(it * batch_size, min((it + 1) * batch_size, data_len[split])) if evaluation else \
+            draw(split, it, data_len[split])
         return tuple(torch.from_numpy(a).to(device) for a in example_batch(examples[split], examples[split]['use'][ix], block_size))
 # -----------------------------------------------------------------------------
 
@@ -243,10 +243,11 @@ else:  # OpenAI's GPT-2 by name, or a Hugging Face folder
     model.crop_block_size(block_size)  # e.g. fine-tune GPT-2 (1024) on shorter rows
     model_args = {k: getattr(model.config, k) for k in GPTConfig.__dataclass_fields__}
 was = dict(model_args, optimizer=ckpt['config'].get('optimizer', 'adamw') if ckpt else optimizer)
-for k in ('block_size', 'n_layer', 'n_head', 'n_embd', 'bias', 'optimizer'):  # a resumed or pretrained model keeps its shape (and
-    if k in _given and config[k] != was[k]:  # a run its optimizer): a flag that asks for another is refused, the config records it
-        die(f"{k}={config[k]!r} differs from {'the checkpoint' if ckpt else init_from}'s {was[k]!r}: a run keeps its model's shape and its optimizer")
-    config[k] = was[k]
+for k in ('block_size', 'n_layer', 'n_head', 'n_embd', 'bias', 'optimizer'):  # a resumed or pretrained model's, and a run's
+    if k in _given and config[k] != was[k]:  # a flag or config file that asks for another is refused
+        die(f"{k}={config[k]!r} ({'a flag' if _given[k] == '--' else _given[k]}) differs from {'the checkpoint' if ckpt else init_from}"
+            f"'s {was[k]!r}: a run keeps its model's shape and its optimizer")
+    config[k] = was[k]  # so the checkpoint's config records the shape the model has
 if vocab_size == 50257 and 50257 < model.config.vocab_size <= 50304:  # nanoGPT's GPT-2 BPE: padded to 50304 ids, never tokens
     model.config.vocab_size = model_args['vocab_size'] = 50257
 if model.config.vocab_size != vocab_size:
@@ -267,7 +268,7 @@ optimizers = model.configure_optimizers(weight_decay, learning_rate, (beta1, bet
 iter_num, best_val_loss = 0, float('inf')
 log_rows, evaluated_at = [], -1  # log.csv rows to keep; the iteration the checkpoint's run last evaluated at
 if ckpt is not None:
-    user_error(model.load_state, {k.removeprefix('_orig_mod.').removeprefix('module.'): v for k, v in ckpt['model'].items()})
+    user_error(model.load_state, ckpt['model'])
     for opt, state in zip(optimizers, [ckpt['optimizer']] + ckpt.get('muon', [])):
         user_error(opt.load_state_dict, state)
     if ckpt.get('scaler'):
@@ -380,8 +381,7 @@ if master and not eval_only:
     if init_from != 'resume' and os.path.exists(log_path):  # a run stopped before its first checkpoint: its log aside
         os.replace(log_path, f'{log_path}.{time.strftime("%Y%m%d-%H%M%S")}')
     settings.atomic_write(log_path, lambda p: write_log(p, log_rows, 'w'))  # the header, and a resumed run's rows
-    if wandb_log:
-        import wandb
+    if wandb:
         wandb.init(project=wandb_project, name=wandb_run_name, config=config)
 t_start = time.time()
 
@@ -390,7 +390,7 @@ def log(**row):  # eval_only leaves the run's log as it is
         return
     row['elapsed_s'] = round(time.time() - t_start, 3)
     write_log(log_path, [row])
-    if wandb_log:
+    if wandb:
         wandb.log({k: v for k, v in row.items() if v != '' and k != 'kind'}, step=row['iter'])
 
 # ----------------------------------------------------------------------------- signals
