@@ -581,6 +581,11 @@ def test_sample_py_reads_a_nanogpt_checkpoint_padded_to_50304_with_ddp_and_compi
     r = run('sample.py', '--init_from=resume', f'--out_dir={tmp_path / "out"}', '--num_samples=1', '--max_new_tokens=5',
             '--seed=1')
     assert r.returncode == 0 and 'Traceback' not in r.stderr, r.stderr[-2000:]  # no meta.pkl: GPT-2 BPE, the padding cut
+    args['vocab_size'] = 50400  # more ids than padding explains: not GPT-2 BPE, and without meta.pkl nothing to decode them
+    torch.save(dict(model=GPT(GPTConfig(**args)).state_dict(), optimizer={}, model_args=args, iter_num=10, best_val_loss=3.0,
+                    config=dict(dataset='openwebtext', init_from='scratch')), tmp_path / 'out' / 'ckpt.pt')
+    r = run('sample.py', '--init_from=resume', f'--out_dir={tmp_path / "out"}', '--num_samples=1', '--max_new_tokens=5')
+    assert r.returncode == 1 and 'meta.pkl is gone, and the model has 50400 symbols' in r.stderr and 'Traceback' not in r.stderr
 
 
 # ---------------------------------------------------------------- fine-tuning: freezing, LoRA, classifier, HellaSwag
