@@ -141,6 +141,7 @@ def sample(read, trained):
     idx = torch.randint(0, 50257, (1, 16))
     convert = {'int8': quantize.int8, 'float16': quantize.float16} if quantize.fbgemm() else {'int8': quantize.int8}
     models = {name: f(copy.deepcopy(ours)) for name, f in convert.items()}  # as sample.py
+    plain = copy.deepcopy(ours)
     models = {'float32': quantize.fast_float32(ours), **models}
     runs = {'transformers float32': lambda: ref.generate(idx, max_new_tokens=new_tokens, min_new_tokens=new_tokens,
                                                          do_sample=True, top_k=200, pad_token_id=50256)}
@@ -149,10 +150,14 @@ def sample(read, trained):
     held = os.environ.get('ATEN_CPU_CAPABILITY')  # torch held below its CPU: inductor's code then gave NaN (BENCH.md)
     if compile and held:
         print(f'  (compiled runs skipped: ATEN_CPU_CAPABILITY={held})')
-    if compile and not held:  # sample.py --compile=True: the forward pass compiled once, then reused for every token
+    if compile and not held:  # sample.py --compile=True: float32 with inductor's C++ products, the others' forward compiled
         for name, m in list(models.items()):
-            m = copy.deepcopy(m)
-            m.hidden, t = torch.compile(m.hidden, dynamic=True), time.time()
+            t = time.time()
+            if name == 'float32':
+                m = quantize.compiled_float32(copy.deepcopy(plain))
+            else:
+                m = copy.deepcopy(m)
+                m.hidden = torch.compile(m.hidden, dynamic=True)
             m.generate(idx, 8)
             print(f'  (ours {name} compiled in {time.time() - t:.0f} s)')
             runs[f'ours {name} compiled'] = lambda m=m: m.generate(idx, new_tokens, top_k=200)

@@ -6,6 +6,8 @@ is bound by memory reads (bench.py measures the ceiling), and what helps is read
   thread at 10-17 GB/s on the Zen4, half what its memory gives; in slices each thread takes its own. On a Zen3
   this sampled 1.1-1.2x faster than the 16 blocks of output rows it replaced (BENCH.md). sample.py applies this
   on a CPU in float32.
+- `compiled_float32(model)`: the same, compiled, with inductor's own C++ products for the blocks: 1.1-1.25x
+  fast_float32 on a Zen3, after a minute's compile. sample.py --compile=True applies this on a CPU in float32.
 - `int8(model)`: the projections and the head as int8 with one scale per output row (a quarter of float32's
   bytes), the rest in bf16, multiplied by torch's own CPU kernel for this, torch._weight_int8pack_mm.
   torchao's int8 weight-only config (0.18, eager) dequantized each weight to bf16 before a plain matmul on
@@ -18,6 +20,7 @@ is bound by memory reads (bench.py measures the ceiling), and what helps is read
 Each only swaps what gpt2.projections names (as LoRA does) and the head: no block's internals change.
 """
 import math
+import warnings
 
 import torch
 import torch.nn as nn
@@ -54,13 +57,13 @@ class SplitLinear(nn.Linear):
         return y.view(*x.shape[:-1], self.out_features)
 
 
-def fast_float32(model: GPT) -> GPT:
+def fast_float32(model: GPT, head_only=False) -> GPT:
     """Faster one token at a time for a float32 model on a CPU (sample.py calls it only then), the same
     parameters (the head stays tied): every projection and the head is stored (in, out) in memory, the same
     shape, for which one row times it ran 1.2x faster, and GPT.stream's (in, out) copy of a small head is then
     free; those of 1 MB or more (2^18 weights) become a SplitLinear. Smaller ones are read from cache, where
     bmm's extra steps cost more than they gain (the 4 x 128 model sampled 1.2x slower split)."""
-    for m, n in projections(model) + [(model, 'lm_head')]:
+    for m, n in ([] if head_only else projections(model)) + [(model, 'lm_head')]:
         lin = getattr(m, n)
         if type(lin) is not nn.Linear:  # an unmerged LoRA layer stays as it is
             continue
@@ -68,6 +71,35 @@ def fast_float32(model: GPT) -> GPT:
             setattr(m, n, SplitLinear(lin))
         else:
             lin.weight.data = lin.weight.data.t().contiguous().t()
+    return model
+
+
+# inductor's own C++ matrix products (max-autotune's CPP GEMM template, on weights that freezing packs once for them): one
+# row times a block's weight read at 25-30 GB/s on a Zen3, where MKL's products read at 14-21 (BENCH.md)
+CPP_GEMM = dict(freezing=True, max_autotune=True, max_autotune_gemm_backends='CPP,ATEN',
+                autotune_num_choices_displayed=0, max_autotune_report_choices_stats=False)  # quiet: no tables on stderr
+
+
+def compiled_float32(model: GPT) -> GPT:
+    """sample.py --compile=True for a float32 model on a CPU: the one-token step compiled with CPP_GEMM, a prompt (several
+    tokens) run eagerly, once, and the head a SplitLinear outside the graph, as in fast_float32 (the compiled head read
+    slower). The packed copies double the blocks' weights in memory; the first tokens wait for the compile (about a minute for
+    the 124M model on a 2-core Zen3). The options hold only inside these calls: other compiled code in the process keeps its own."""
+    fast_float32(model, head_only=True)
+    whole = model.hidden
+    # one token a row: a graph for the first position, then one for any (automatic dynamic), each for a fixed number of rows
+    # (dynamic=True made the rows symbolic too, and beam search's 3 rows then ran at half eager's speed). Compiled as a lambda
+    # of its own: dynamo keeps graphs per code object and checks the newest first, so another model's compiled GPT.hidden (as
+    # in bench.py) would have its guards checked before these on every token
+    step = torch.compile(lambda idx, cache, pos: whole(idx, cache, pos))
+
+    def hidden(idx, cache=None, pos=0):
+        if idx.size(1) > 1:
+            return whole(idx, cache, pos)
+        with torch._inductor.config.patch(CPP_GEMM), warnings.catch_warnings():  # 44 us a call, ~0.2% of a 124M token
+            warnings.filterwarnings('ignore', 'TypedStorage is deprecated')  # torch's own, from its autotuning
+            return step(idx, cache, pos)
+    model.hidden = hidden
     return model
 
 

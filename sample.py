@@ -38,8 +38,9 @@ dtype = 'auto'  # auto: bfloat16 on GPUs that have it, float16 on other GPUs, fl
 #   float16 means float16 weights with float32 arithmetic (quantize.py): 1.2-1.7x float32's speed on a 124M model on a
 #   Zen3, perplexity unchanged to 4 digits (elsewhere, as on ARM, float16 arithmetic). int8 (CPU): int8 weights, bf16
 #   activations: 1.3-1.9x float32's speed with AVX-512, 1.1-1.5x with AVX2 only; perplexity within 0.02% (BENCH.md)
-compile = False  # torch.compile the forward pass (needs a working compiler; on CPUs 0.94-1.18x eager, after 1-2 minutes, and
-#   0.6x with float16 weights, whose packed kernel dynamo cannot trace: BENCH.md)
+compile = False  # torch.compile the forward pass (needs a working compiler). On a CPU in float32 the one-token step, with
+#   inductor's C++ products (quantize.compiled_float32): 1.3x eager for the 124M model on a Zen3, after a minute's compile,
+#   the blocks' weights twice in memory; int8 about as eager, float16 weights 0.6x (their packed kernel breaks the graph): BENCH.md
 threads = 0  # CPU threads; 0: one for models under 30M parameters (more threads only cost them), else torch's default
 settings.configure(globals(), sys.argv[1:], __file__)
 
@@ -190,11 +191,12 @@ if dtype == 'int8' or x86_float16:
         die(e)
 else:  # weights in dtype: no per-step casts as under autocast
     model.eval().to(device, getattr(torch, dtype))
-    if device == 'cpu' and dtype == 'float32':
-        quantize.fast_float32(model)
+cpu_float32 = device == 'cpu' and dtype == 'float32'
+if cpu_float32:
+    (quantize.compiled_float32 if compile else quantize.fast_float32)(model)
 if device == 'cpu' and (threads or n_params < 30e6):
     torch.set_num_threads(threads or 1)
-if compile:
+if compile and not cpu_float32:
     model.hidden = torch.compile(model.hidden, dynamic=True)
 try:  # a prompt it cannot read is one line, before anything is printed
     ids = None if interactive or model.config.n_classes else prompt_ids(start)

@@ -1,5 +1,5 @@
 """
-quantize.py: fast_float32 changes no output beyond float32 rounding, float16 weights none beyond rounding each weight
+quantize.py: fast_float32 and compiled_float32 change no output beyond float32 rounding, float16 weights none beyond rounding each weight
 once, and int8 and float16 weights stay within the stated tolerance of float32 (val perplexity within 1% and 0.05%) on
 a model trained here on real text. The oracles: transformers'
 greedy generation, and the float32 model itself.
@@ -111,6 +111,28 @@ def test_fast_float32_changes_no_output_and_greedy_still_matches_transformers(tm
         assert (ours(idx[:1, :1])[0] - ref(idx[:1, :1]).logits).abs().max() <= 1e-4  # one row: the blocks
     assert torch.equal(ours.generate(idx, n, temperature=0), want)  # two rows a step: the blocks
     assert torch.equal(ours.generate(idx[:1], n, temperature=0), want[:1])
+
+
+def test_compiled_float32_greedy_still_matches_transformers(tmp_path):
+    """sample.py --compile=True on a CPU in float32: the one-token step compiled with inductor's C++ products, the prompt
+    eager; a second prompt of another length reuses the graphs and still matches."""
+    transformers = pytest.importorskip('transformers')
+    torch.manual_seed(0)
+    ref = transformers.GPT2LMHeadModel(transformers.GPT2Config(n_layer=2, n_head=4, n_embd=256, n_positions=40,
+                                                               vocab_size=1100)).eval()
+    ref.save_pretrained(tmp_path)
+    ours = quantize.compiled_float32(GPT.from_pretrained(str(tmp_path)).eval())
+    assert isinstance(ours.lm_head, quantize.SplitLinear) and type(ours.transformer.h[0].mlp.c_fc) is nn.Linear
+    idx = torch.randint(0, 1100, (1, 8), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        for rows in (idx, idx[:, :5]):
+            n = 40 - rows.size(1)
+            want = ref.generate(rows, max_new_tokens=n, min_new_tokens=n, do_sample=False, pad_token_id=0)
+            assert torch.equal(ours.generate(rows, n, temperature=0), want)
+        cache = [[] for _ in ours.transformer.h]
+        ours.hidden(idx[:, :7], cache)  # the prompt, eagerly; then one compiled step against transformers' last logits
+        logits = ours.lm_head(ours.hidden(idx[:, 7:], cache, 7))[..., :1100]
+        assert (logits - ref(idx).logits[:, 7:]).abs().max() <= 1e-4
 
 
 @pytest.fixture(scope='module')
