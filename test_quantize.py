@@ -92,14 +92,20 @@ def test_split_linear_is_nn_linear_for_any_number_of_rows(width, out, bias, bloc
         split(torch.randn(2, width // 2))
 
 
-def test_fast_float32_changes_no_output_and_greedy_still_matches_transformers(tmp_path):
+def tiny_gpt2(folder):
+    """A random transformers GPT-2 of 2 layers, 256 wide, 1100 ids and 40 positions, and ours read from its saved folder.
+    n_embd 256: fast_float32 splits the MLP's weights (256 x 1024) and the head (1100 x 256), not the attention's."""
     transformers = pytest.importorskip('transformers')
     torch.manual_seed(0)
-    # n_embd 256: the MLP's weights (256 x 1024) and the head (1100 x 256) are split, the attention's are not
     ref = transformers.GPT2LMHeadModel(transformers.GPT2Config(n_layer=2, n_head=4, n_embd=256, n_positions=40,
                                                                vocab_size=1100)).eval()
-    ref.save_pretrained(tmp_path)
-    ours = quantize.fast_float32(GPT.from_pretrained(str(tmp_path)).eval())
+    ref.save_pretrained(folder)
+    return ref, GPT.from_pretrained(str(folder)).eval()
+
+
+def test_fast_float32_changes_no_output_and_greedy_still_matches_transformers(tmp_path):
+    ref, ours = tiny_gpt2(tmp_path)
+    ours = quantize.fast_float32(ours)
     block = ours.transformer.h[0]
     assert isinstance(block.mlp.c_fc, quantize.SplitLinear) and isinstance(ours.lm_head, quantize.SplitLinear)
     assert type(block.attn.c_attn) is nn.Linear and block.attn.c_attn.weight.t().is_contiguous()  # (in, out) in memory
@@ -118,12 +124,8 @@ def test_fast_float32_changes_no_output_and_greedy_still_matches_transformers(tm
 def test_compiled_float32_greedy_still_matches_transformers(tmp_path):
     """sample.py --compile=True on a CPU in float32: the one-token step compiled with inductor's C++ products, the prompt
     eager; a second prompt of another length reuses the graphs and still matches."""
-    transformers = pytest.importorskip('transformers')
-    torch.manual_seed(0)
-    ref = transformers.GPT2LMHeadModel(transformers.GPT2Config(n_layer=2, n_head=4, n_embd=256, n_positions=40,
-                                                               vocab_size=1100)).eval()
-    ref.save_pretrained(tmp_path)
-    ours = quantize.compiled_float32(GPT.from_pretrained(str(tmp_path)).eval())
+    ref, ours = tiny_gpt2(tmp_path)
+    ours = quantize.compiled_float32(ours)
     assert isinstance(ours.lm_head, quantize.SplitLinear) and type(ours.transformer.h[0].mlp.c_fc) is nn.Linear
     idx = torch.randint(0, 1100, (1, 8), generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
