@@ -6,7 +6,7 @@ is bound by memory reads (bench.py measures the ceiling), and what helps is read
   thread at 10-17 GB/s on the Zen4, half what its memory gives; in slices each thread takes its own. On a Zen3
   this sampled 1.1-1.2x faster than the 16 blocks of output rows it replaced (BENCH.md). sample.py applies this
   on a CPU in float32.
-- `compiled_float32(model)`: the same, compiled, with inductor's own C++ products for the blocks: 1.1-1.25x
+- `compiled_float32(model)`: the same, compiled, with inductor's own C++ products for the blocks: 1.2-1.5x
   fast_float32 on a Zen3, after a minute's compile. sample.py --compile=True applies this on a CPU in float32.
 - `int8(model)`: the projections and the head as int8 with one scale per output row (a quarter of float32's
   bytes), the rest in bf16, multiplied by torch's own CPU kernel for this, torch._weight_int8pack_mm.
@@ -81,8 +81,8 @@ CPP_GEMM = dict(freezing=True, max_autotune=True, max_autotune_gemm_backends='CP
 
 
 def compiled_float32(model: GPT) -> GPT:
-    """sample.py --compile=True for a float32 model on a CPU: the one-token step compiled with CPP_GEMM, a prompt (several
-    tokens) run eagerly, once, and the head a SplitLinear outside the graph, as in fast_float32 (the compiled head read
+    """sample.py --compile=True for a float32 model on a CPU: the one-token step compiled with CPP_GEMM, a prompt run
+    eagerly, once, and the head a SplitLinear outside the graph, as in fast_float32 (the compiled head read
     slower). The packed copies double the blocks' weights in memory; the first tokens wait for the compile (about a minute for
     the 124M model on a 2-core Zen3). The options hold only inside these calls: other compiled code in the process keeps its own."""
     fast_float32(model, head_only=True)
@@ -94,7 +94,9 @@ def compiled_float32(model: GPT) -> GPT:
     step = torch.compile(lambda idx, cache, pos: whole(idx, cache, pos))
 
     def hidden(idx, cache=None, pos=0):
-        if idx.size(1) > 1:
+        # eager: a prompt, and a one-token prompt too (its empty cache would be a graph of its own), and the window's last
+        # position (there the cache's slice is whole, and inductor compiled a graph for that alone)
+        if idx.size(1) > 1 or not cache or not cache[0] or pos + 1 >= model.config.block_size:
             return whole(idx, cache, pos)
         with torch._inductor.config.patch(CPP_GEMM), warnings.catch_warnings():  # 44 us a call, ~0.2% of a 124M token
             warnings.filterwarnings('ignore', 'TypedStorage is deprecated')  # torch's own, from its autotuning

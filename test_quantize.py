@@ -123,16 +123,18 @@ def test_fast_float32_changes_no_output_and_greedy_still_matches_transformers(tm
 @pytest.mark.skipif(not shutil.which(os.environ.get('CXX', 'g++')), reason='torch.compile on a CPU needs a C++ compiler (g++ or $CXX)')
 def test_compiled_float32_greedy_still_matches_transformers(tmp_path):
     """sample.py --compile=True on a CPU in float32: the one-token step compiled with inductor's C++ products, the prompt
-    eager; a second prompt of another length reuses the graphs and still matches."""
+    eager; prompts of other lengths, one token among them, reuse its two graphs (the first position, then any) and match."""
     ref, ours = tiny_gpt2(tmp_path)
     ours = quantize.compiled_float32(ours)
     assert isinstance(ours.lm_head, quantize.SplitLinear) and type(ours.transformer.h[0].mlp.c_fc) is nn.Linear
     idx = torch.randint(0, 1100, (1, 8), generator=torch.Generator().manual_seed(1))
+    graphs = torch._dynamo.utils.counters['stats']['unique_graphs']
     with torch.no_grad():
-        for rows in (idx, idx[:, :5]):
+        for rows in (idx, idx[:, :5], idx[:, :1]):  # each to the window's last position (39), which runs eagerly
             n = 40 - rows.size(1)
             want = ref.generate(rows, max_new_tokens=n, min_new_tokens=n, do_sample=False, pad_token_id=0)
-            assert torch.equal(ours.generate(rows, n, temperature=0), want)
+            assert torch.equal(ours.generate(rows, n + 1, temperature=0)[:, :40], want)
+        assert torch._dynamo.utils.counters['stats']['unique_graphs'] - graphs == 2
         cache = [[] for _ in ours.transformer.h]
         ours.hidden(idx[:, :7], cache)  # the prompt, eagerly; then one compiled step against transformers' last logits
         logits = ours.lm_head(ours.hidden(idx[:, 7:], cache, 7))[..., :1100]
