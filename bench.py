@@ -141,7 +141,7 @@ def sample(read, trained):
     idx = torch.randint(0, 50257, (1, 16))
     convert = {'int8': quantize.int8, 'float16': quantize.float16} if quantize.fbgemm() else {'int8': quantize.int8}
     models = {name: f(copy.deepcopy(ours)) for name, f in convert.items()}  # as sample.py
-    plain = copy.deepcopy(ours)
+    plain = copy.deepcopy(ours) if compile else None  # for compiled_float32, which takes a model before fast_float32
     models = {'float32': quantize.fast_float32(ours), **models}
     runs = {'transformers float32': lambda: ref.generate(idx, max_new_tokens=new_tokens, min_new_tokens=new_tokens,
                                                          do_sample=True, top_k=200, pad_token_id=50256)}

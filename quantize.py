@@ -17,7 +17,8 @@ is bound by memory reads (bench.py measures the ceiling), and what helps is read
   CPU build has it). On a Zen3 this sampled 1.2-1.7x faster than fast_float32 with the val perplexity unchanged to
   4 digits; float16 arithmetic on a CPU (model.to(float16)) was 3.7x slower than this. sample.py --dtype=float16
   picks this where fbgemm() says torch can.
-Each only swaps what gpt2.projections names (as LoRA does) and the head: no block's internals change.
+Each only swaps what gpt2.projections names (as LoRA does) and the head: no block's internals change
+(compiled_float32 swaps the head alone, and wraps model.hidden).
 """
 import math
 import warnings

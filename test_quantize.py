@@ -1,8 +1,8 @@
 """
-quantize.py: fast_float32 and compiled_float32 change no output beyond float32 rounding, float16 weights none beyond rounding each weight
-once, and int8 and float16 weights stay within the stated tolerance of float32 (val perplexity within 1% and 0.05%) on
-a model trained here on real text. The oracles: transformers'
-greedy generation, and the float32 model itself.
+quantize.py: fast_float32 and compiled_float32 change no output beyond float32 rounding, float16 weights none beyond
+rounding each weight once, and int8 and float16 weights stay within the stated tolerance of float32 (val perplexity
+within 1% and 0.05%) on a model trained here on real text. The oracles: transformers' greedy generation, and the
+float32 model itself.
 """
 import copy
 import os
