@@ -1,12 +1,12 @@
 """
 Faster sampling on the CPU, for inference only. Each new token reads every weight once, so on a CPU sampling
 is bound by memory reads (bench.py measures the ceiling), and what helps is reading fewer or faster bytes:
-- `fast_float32(model)`: float32 weights, the same values, laid out (in, out) in memory, and off Intel CPUs 1 to 4 rows
-  times a large weight is one batched matmul over 4 slices of its input (SplitLinear). torch's CPU BLAS (MKL) ran a
-  matrix-vector product on one thread at 10-17 GB/s on AMD's Zen4, half what its memory gives; in slices each thread
-  takes its own. On a Zen3 this sampled 1.1-1.2x faster than the 16 blocks of output rows it replaced; on Intel Xeons,
-  where MKL's own product takes every thread, the slices sampled at 0.94-0.97x it (BENCH.md). sample.py applies this
-  on a CPU in float32.
+- `fast_float32(model)`: float32 weights, the same values, laid out (in, out) in memory, and 1 to 4 rows times the head,
+  and off Intel CPUs times any large weight, is one batched matmul over 4 slices of its input (SplitLinear). torch's CPU
+  BLAS (MKL) ran a matrix-vector product on one thread at 10-17 GB/s on AMD's Zen4, half what its memory gives; in slices
+  each thread takes its own. On a Zen3 this sampled 1.1-1.2x faster than the 16 blocks of output rows it replaced; on an
+  Intel Xeon, where MKL's own product takes every thread, split blocks sampled at 0.97x plain ones (BENCH.md). sample.py
+  applies this on a CPU in float32.
 - `compiled_float32(model)`: the same, compiled, off Intel with inductor's own C++ products for the blocks: 1.2-1.5x
   fast_float32 on a Zen3, after a minute's compile; on a Xeon 1.06x, after 7 s. sample.py --compile=True applies this on
   a CPU in float32.
@@ -33,7 +33,7 @@ from gpt2 import GPT, LoRALinear, projections
 
 
 # MKL ran one row times a weight (a matrix-vector product) on one thread on AMD's EPYCs, on all of them on Intel's Xeons:
-# where it is slow, SplitLinear and inductor's own products (CPP_GEMM) pay; on the Xeons neither did (BENCH.md)
+# where it is slow, SplitLinear and inductor's own products (CPP_GEMM) pay for the blocks; on a Xeon neither did (BENCH.md)
 SLOW_MV = 'GenuineIntel' not in (open('/proc/cpuinfo').read() if os.path.exists('/proc/cpuinfo') else '')
 ZERO = torch.zeros(())  # baddbmm's ignored input (beta=0): one tensor made once, not one per product (1.04x a token, Zen3)
 
@@ -68,13 +68,14 @@ def fast_float32(model: GPT, head_only=False, slow_mv=SLOW_MV) -> GPT:
     """Faster one token at a time for a float32 model on a CPU (sample.py calls it only then), the same
     parameters (the head stays tied): every projection and the head is stored (in, out) in memory, the same
     shape, for which one row times it ran 1.2x faster, and GPT.stream's (in, out) copy of a small head is then
-    free; where slow_mv, those of 1 MB or more (2^18 weights) become a SplitLinear. Smaller ones are read from cache,
-    where bmm's extra steps cost more than they gain (the 4 x 128 model sampled 1.2x slower split)."""
+    free; a head of 1 MB or more (2^18 weights) becomes a SplitLinear, and where slow_mv, so do projections that large.
+    Smaller ones are read from cache, where bmm's extra steps cost more than they gain (the 4 x 128 model sampled 1.2x
+    slower split). On a Xeon the 124M head split sampled at 0.99x plain eagerly, 1.04x compiled (BENCH.md)."""
     for m, n in ([] if head_only else projections(model)) + [(model, 'lm_head')]:
         lin = getattr(m, n)
         if type(lin) is not nn.Linear:  # an unmerged LoRA layer stays as it is
             continue
-        if slow_mv and lin.weight.numel() >= 2 ** 18:
+        if lin.weight.numel() >= 2 ** 18 and (slow_mv or n == 'lm_head'):
             setattr(m, n, SplitLinear(lin))
         else:
             lin.weight.data = lin.weight.data.t().contiguous().t()
@@ -89,11 +90,11 @@ CPP_GEMM = dict(freezing=True, max_autotune=True, max_autotune_gemm_backends='CP
 
 def compiled_float32(model: GPT, slow_mv=SLOW_MV) -> GPT:
     """sample.py --compile=True for a float32 model on a CPU: the one-token step compiled (where slow_mv with CPP_GEMM), a
-    prompt run eagerly, once, and the head outside the graph as fast_float32 leaves it (the compiled head read slower).
+    prompt run eagerly, once, and the head a SplitLinear outside the graph, as in fast_float32 (the compiled head read slower).
     CPP_GEMM's packed copies double the blocks' weights in memory; the first tokens wait for the compile (about a minute for
     the 124M model on a 2-core Zen3, 7 s without CPP_GEMM on a Xeon). The options hold only inside these calls: other
     compiled code in the process keeps its own."""
-    fast_float32(model, head_only=True, slow_mv=slow_mv)
+    fast_float32(model, head_only=True)
     options = CPP_GEMM if slow_mv else {}
     whole = model.hidden
     # one token a row: a graph for the first position, then one for any (automatic dynamic), each for a fixed number of rows

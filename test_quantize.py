@@ -108,8 +108,8 @@ def test_fast_float32_changes_no_output_and_greedy_still_matches_transformers(tm
     ref, ours = tiny_gpt2(tmp_path)
     ours = quantize.fast_float32(ours, slow_mv=slow_mv)
     block = ours.transformer.h[0]
-    big = quantize.SplitLinear if slow_mv else nn.Linear
-    assert type(block.mlp.c_fc) is big and type(ours.lm_head) is big and ours.lm_head.weight.t().is_contiguous()
+    assert type(block.mlp.c_fc) is (quantize.SplitLinear if slow_mv else nn.Linear) and block.mlp.c_fc.weight.t().is_contiguous()
+    assert isinstance(ours.lm_head, quantize.SplitLinear)
     assert type(block.attn.c_attn) is nn.Linear and block.attn.c_attn.weight.t().is_contiguous()  # (in, out) in memory
     assert ours.lm_head.weight is ours.transformer.wte.weight  # still tied
     idx = torch.randint(0, 1100, (2, 8), generator=torch.Generator().manual_seed(1))
@@ -130,7 +130,7 @@ def test_compiled_float32_greedy_still_matches_transformers(tmp_path, slow_mv):
     ref, ours = tiny_gpt2(tmp_path)
     torch._dynamo.reset()  # the graphs of the other parameter were compiled for the same lambda: count these alone
     ours = quantize.compiled_float32(ours, slow_mv=slow_mv)
-    assert type(ours.lm_head) is (quantize.SplitLinear if slow_mv else nn.Linear) and type(ours.transformer.h[0].mlp.c_fc) is nn.Linear
+    assert isinstance(ours.lm_head, quantize.SplitLinear) and type(ours.transformer.h[0].mlp.c_fc) is nn.Linear
     idx = torch.randint(0, 1100, (1, 8), generator=torch.Generator().manual_seed(1))
     graphs = torch._dynamo.utils.counters['stats']['unique_graphs']
     with torch.no_grad():
