@@ -150,7 +150,7 @@ def sample(read, trained):
     held = os.environ.get('ATEN_CPU_CAPABILITY')  # torch held below its CPU: inductor's code then gave NaN (BENCH.md)
     if compile and held:
         print(f'  (compiled runs skipped: ATEN_CPU_CAPABILITY={held})')
-    if compile and not held:  # sample.py --compile=True: float32 with inductor's C++ products, the others' forward compiled
+    if compile and not held:  # sample.py --compile=True: float32 as quantize.compiled_float32, the others' forward compiled
         for name, m in list(models.items()):
             t = time.time()
             if name == 'float32':

@@ -1,15 +1,15 @@
 """
 Faster sampling on the CPU, for inference only. Each new token reads every weight once, so on a CPU sampling
 is bound by memory reads (bench.py measures the ceiling), and what helps is reading fewer or faster bytes:
-- `fast_float32(model)`: float32 weights, the same values, laid out (in, out) in memory, and 1 to 4 rows times the head,
-  and off Intel CPUs times any large weight, is one batched matmul over 4 slices of its input (SplitLinear). torch's CPU
-  BLAS (MKL) ran a matrix-vector product on one thread at 10-17 GB/s on AMD's Zen4, half what its memory gives; in slices
-  each thread takes its own. On a Zen3 this sampled 1.1-1.2x faster than the 16 blocks of output rows it replaced; on an
-  Intel Xeon, where MKL's own product takes every thread, split blocks sampled at 0.97x plain ones (BENCH.md). sample.py
+- `fast_float32(model)`: float32 weights, the same values, laid out (in, out) in memory, and off Intel CPUs 1 to 4 rows
+  times a large weight is one batched matmul over 4 slices of its input (SplitLinear). torch's CPU BLAS (MKL) ran a
+  matrix-vector product on one thread at 10-17 GB/s on AMD's Zen4, half what its memory gives; in slices each thread
+  takes its own. On a Zen3 this sampled 1.1-1.2x faster than the 16 blocks of output rows it replaced; on an Intel Xeon,
+  where MKL's own product takes every thread, the slices sampled at 0.95-0.97x plain products (BENCH.md). sample.py
   applies this on a CPU in float32.
-- `compiled_float32(model)`: the same, compiled, off Intel with inductor's own C++ products for the blocks: 1.2-1.5x
-  fast_float32 on a Zen3, after a minute's compile; on a Xeon 1.06x, after 7 s. sample.py --compile=True applies this on
-  a CPU in float32.
+- `compiled_float32(model)`: the same, compiled; off Intel with inductor's own C++ products for the blocks: 1.2-1.5x
+  fast_float32 on a Zen3, after a minute's compile; on a Xeon, with MKL's, 1.08x after 6-8 s. sample.py --compile=True
+  applies this on a CPU in float32.
 - `int8(model)`: the projections and the head as int8 with one scale per output row (a quarter of float32's
   bytes), the rest in bf16, multiplied by torch's own CPU kernel for this, torch._weight_int8pack_mm.
   torchao's int8 weight-only config (0.18, eager) dequantized each weight to bf16 before a plain matmul on
@@ -20,11 +20,12 @@ is bound by memory reads (bench.py measures the ceiling), and what helps is read
   4 digits; float16 arithmetic on a CPU (model.to(float16)) was 3.7x slower than this. sample.py --dtype=float16
   picks this where fbgemm() says torch can.
 Each only swaps what gpt2.projections names (as LoRA does) and the head: no block's internals change
-(compiled_float32 swaps the head alone, and wraps model.hidden).
+(compiled_float32 also wraps model.hidden).
 """
 import math
 import os
 import warnings
+from pathlib import Path
 
 import torch
 import torch.nn as nn
@@ -32,9 +33,10 @@ import torch.nn as nn
 from gpt2 import GPT, LoRALinear, projections
 
 
-# MKL ran one row times a weight (a matrix-vector product) on one thread on AMD's EPYCs, on all of them on Intel's Xeons:
-# where it is slow, SplitLinear and inductor's own products (CPP_GEMM) pay for the blocks; on a Xeon neither did (BENCH.md)
-SLOW_MV = 'GenuineIntel' not in (open('/proc/cpuinfo').read() if os.path.exists('/proc/cpuinfo') else '')
+# MKL ran one row times a weight (a matrix-vector product) on one thread on AMD's EPYCs, on every thread on Intel's Xeons.
+# Where it is slow (assumed off Intel; measured on AMD), SplitLinear and inductor's own products (CPP_GEMM) pay; on a Xeon
+# neither did (BENCH.md)
+SLOW_MV = 'GenuineIntel' not in (Path('/proc/cpuinfo').read_text() if os.path.exists('/proc/cpuinfo') else '')
 ZERO = torch.zeros(())  # baddbmm's ignored input (beta=0): one tensor made once, not one per product (1.04x a token, Zen3)
 
 
@@ -68,14 +70,13 @@ def fast_float32(model: GPT, head_only=False, slow_mv=SLOW_MV) -> GPT:
     """Faster one token at a time for a float32 model on a CPU (sample.py calls it only then), the same
     parameters (the head stays tied): every projection and the head is stored (in, out) in memory, the same
     shape, for which one row times it ran 1.2x faster, and GPT.stream's (in, out) copy of a small head is then
-    free; a head of 1 MB or more (2^18 weights) becomes a SplitLinear, and where slow_mv, so do projections that large.
-    Smaller ones are read from cache, where bmm's extra steps cost more than they gain (the 4 x 128 model sampled 1.2x
-    slower split). On a Xeon the 124M head split sampled at 0.99x plain eagerly, 1.04x compiled (BENCH.md)."""
+    free; where slow_mv, those of 1 MB or more (2^18 weights) become a SplitLinear. Smaller ones are read from cache,
+    where bmm's extra steps cost more than they gain (the 4 x 128 model sampled 1.2x slower split)."""
     for m, n in ([] if head_only else projections(model)) + [(model, 'lm_head')]:
         lin = getattr(m, n)
         if type(lin) is not nn.Linear:  # an unmerged LoRA layer stays as it is
             continue
-        if lin.weight.numel() >= 2 ** 18 and (slow_mv or n == 'lm_head'):
+        if slow_mv and lin.weight.numel() >= 2 ** 18:
             setattr(m, n, SplitLinear(lin))
         else:
             lin.weight.data = lin.weight.data.t().contiguous().t()
@@ -89,12 +90,12 @@ CPP_GEMM = dict(freezing=True, max_autotune=True, max_autotune_gemm_backends='CP
 
 
 def compiled_float32(model: GPT, slow_mv=SLOW_MV) -> GPT:
-    """sample.py --compile=True for a float32 model on a CPU: the one-token step compiled (where slow_mv with CPP_GEMM), a
-    prompt run eagerly, once, and the head a SplitLinear outside the graph, as in fast_float32 (the compiled head read slower).
-    CPP_GEMM's packed copies double the blocks' weights in memory; the first tokens wait for the compile (about a minute for
-    the 124M model on a 2-core Zen3, 7 s without CPP_GEMM on a Xeon). The options hold only inside these calls: other
-    compiled code in the process keeps its own."""
-    fast_float32(model, head_only=True)
+    """sample.py --compile=True for a float32 model on a CPU: the one-token step compiled, a prompt run eagerly, once, and
+    the head outside the graph, as fast_float32 leaves it (the compiled head read slower). Where slow_mv, the blocks' products
+    are CPP_GEMM's, whose packed copies double the blocks' weights in memory, and the first tokens wait about a minute for
+    the compile (the 124M model, a 2-core Zen3); elsewhere they are MKL's, as fast_float32 lays them out (6-8 s on a Xeon).
+    The options hold only inside these calls: other compiled code in the process keeps its own."""
+    fast_float32(model, head_only=slow_mv, slow_mv=slow_mv)  # CPP_GEMM packs the blocks' weights itself
     options = CPP_GEMM if slow_mv else {}
     whole = model.hidden
     # one token a row: a graph for the first position, then one for any (automatic dynamic), each for a fixed number of rows
@@ -108,7 +109,7 @@ def compiled_float32(model: GPT, slow_mv=SLOW_MV) -> GPT:
         # position (there the cache's slice is whole, and inductor compiled a graph for that alone)
         if idx.size(1) > 1 or not cache or not cache[0] or pos + 1 >= model.config.block_size:
             return whole(idx, cache, pos)
-        with torch._inductor.config.patch(options), warnings.catch_warnings():  # 44 us a call, ~0.2% of a 124M token
+        with torch._inductor.config.patch(options), warnings.catch_warnings():  # CPP_GEMM's: 44 us a call, ~0.2% of a token
             warnings.filterwarnings('ignore', 'TypedStorage is deprecated')  # torch's own, from its autotuning
             return step(idx, cache, pos)
     model.hidden = hidden
