@@ -8,7 +8,7 @@ is bound by memory reads (bench.py measures the ceiling), and what helps is read
   where MKL's own product takes every thread, the slices sampled at 0.95-0.97x plain products (BENCH.md). sample.py
   applies this on a CPU in float32.
 - `compiled_float32(model)`: the same, compiled; off Intel with inductor's own C++ products for the blocks: 1.2-1.5x
-  fast_float32 on a Zen3, after a minute's compile; on a Xeon, with MKL's, 1.1x after 38 s. sample.py --compile=True
+  fast_float32 on a Zen3, after a minute's compile; on a Xeon, with MKL's, 1.1x after 38-41 s. sample.py --compile=True
   applies this on a CPU in float32.
 - `int8(model)`: the projections and the head as int8 with one scale per output row (a quarter of float32's
   bytes), the rest in bf16, multiplied by torch's own CPU kernel for this, torch._weight_int8pack_mm.
@@ -93,11 +93,12 @@ def compiled_float32(model: GPT, slow_mv=SLOW_MV) -> GPT:
     """sample.py --compile=True for a float32 model on a CPU: the one-token step compiled, a prompt run eagerly, once, and
     the head outside the graph, as fast_float32 leaves it (the compiled head read slower). Where slow_mv, the blocks' products
     are CPP_GEMM's, whose packed copies double the blocks' weights in memory, and the first tokens wait about a minute for
-    the compile (the 124M model, a 2-core Zen3); elsewhere they are MKL's, as fast_float32 lays them out (38 s on a Xeon).
-    Both are a few seconds once inductor's cache (/tmp/torchinductor_$USER) holds the graphs.
+    the compile (the 124M model, a 2-core Zen3); elsewhere they are MKL's, as fast_float32 lays them out (38-41 s on a Xeon),
+    4 s there once inductor's cache (/tmp/torchinductor_$USER) holds the graphs.
     The options hold only inside these calls: other compiled code in the process keeps its own."""
     fast_float32(model, head_only=slow_mv, slow_mv=slow_mv)  # CPP_GEMM packs the blocks' weights itself
-    # C++, not Python, calls the graph's kernels: 1.05x on a Xeon for 8 s more compile (with CPP_GEMM there: 1.01x)
+    # C++, not Python, calls the graph's kernels: 1.05x on a Xeon for 8 s more cold compile (with CPP_GEMM, on the Xeon:
+    # 1.00-1.01x; untried on an AMD)
     options = CPP_GEMM if slow_mv else dict(cpp_wrapper=True)
     whole = model.hidden
     # one token a row: a graph for the first position, then one for any (automatic dynamic), each for a fixed number of rows
@@ -111,7 +112,7 @@ def compiled_float32(model: GPT, slow_mv=SLOW_MV) -> GPT:
         # position (there the cache's slice is whole, and inductor compiled a graph for that alone)
         if idx.size(1) > 1 or not cache or not cache[0] or pos + 1 >= model.config.block_size:
             return whole(idx, cache, pos)
-        with torch._inductor.config.patch(options), warnings.catch_warnings():  # CPP_GEMM's: 44 us a call, ~0.2% of a token
+        with torch._inductor.config.patch(options), warnings.catch_warnings():  # 44 us a call with CPP_GEMM's, ~0.2% of a token
             warnings.filterwarnings('ignore', 'TypedStorage is deprecated')  # torch's own, from its autotuning
             return step(idx, cache, pos)
     model.hidden = hidden

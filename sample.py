@@ -40,7 +40,7 @@ dtype = 'auto'  # auto: bfloat16 on GPUs that have it, float16 on other GPUs, fl
 #   activations: 1.3-1.9x float32's speed with AVX-512, 1.1-1.5x with AVX2 only; perplexity within 0.02% (BENCH.md)
 compile = False  # torch.compile the forward pass (needs a working compiler). On a CPU in float32 the one-token step
 #   (quantize.compiled_float32): off Intel with inductor's C++ products, 1.2-1.5x eager for the 124M model on a Zen3 after
-#   a minute's compile, the blocks' weights twice in memory; on Intel with MKL's, 1.1x after 38 s on a Xeon; int8 about
+#   a minute's compile, the blocks' weights twice in memory; on Intel with MKL's, 1.1x after 38-41 s on a Xeon; int8 about
 #   as eager, float16 weights 0.6x (their packed kernel breaks the graph): BENCH.md
 threads = 0  # CPU threads; 0: one for models under 30M parameters (more threads only cost them), else torch's default
 settings.configure(globals(), sys.argv[1:], __file__)
