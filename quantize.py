@@ -93,9 +93,9 @@ def compiled_float32(model: GPT, slow_mv=SLOW_MV) -> GPT:
     """sample.py --compile=True for a float32 model on a CPU: the one-token step compiled, a prompt run eagerly, once, and
     the head outside the graph, as fast_float32 leaves it (the compiled head read slower). Where slow_mv, the blocks' products
     are CPP_GEMM's, whose packed copies double the blocks' weights in memory, and the first tokens wait about a minute for
-    the compile (the 124M model, a 2-core Zen3); elsewhere they are MKL's, as fast_float32 lays them out (38-41 s on a Xeon),
-    4 s there once inductor's cache (/tmp/torchinductor_$USER) holds the graphs.
-    The options hold only inside these calls: other compiled code in the process keeps its own."""
+    the compile (the 124M model, a 2-core Zen3); elsewhere they are MKL's, as fast_float32 lays them out (38-41 s on a Xeon,
+    4 s there once inductor's cache, /tmp/torchinductor_$USER, holds the graphs). The options hold only inside these calls:
+    other compiled code in the process keeps its own."""
     fast_float32(model, head_only=slow_mv, slow_mv=slow_mv)  # CPP_GEMM packs the blocks' weights itself
     # C++, not Python, calls the graph's kernels: 1.05x on a Xeon for 8 s more cold compile (with CPP_GEMM, on the Xeon:
     # 1.00-1.01x; untried on an AMD)
@@ -113,7 +113,7 @@ def compiled_float32(model: GPT, slow_mv=SLOW_MV) -> GPT:
         if idx.size(1) > 1 or not cache or not cache[0] or pos + 1 >= model.config.block_size:
             return whole(idx, cache, pos)
         with torch._inductor.config.patch(options), warnings.catch_warnings():  # 44 us a call with CPP_GEMM's, ~0.2% of a token
-            warnings.filterwarnings('ignore', 'TypedStorage is deprecated')  # torch's own, from its autotuning
+            warnings.filterwarnings('ignore', 'TypedStorage is deprecated')  # torch's own, from CPP_GEMM's autotuning
             return step(idx, cache, pos)
     model.hidden = hidden
     return model

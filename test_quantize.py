@@ -127,7 +127,8 @@ def test_fast_float32_changes_no_output_and_greedy_still_matches_transformers(tm
 @pytest.mark.parametrize('slow_mv', [True, False])
 def test_compiled_float32_greedy_still_matches_transformers(tmp_path, slow_mv):
     """sample.py --compile=True on a CPU in float32: the one-token step compiled (slow_mv: with inductor's C++ products, else
-    MKL's, the kernels called from C++), the prompt eager; prompts of other lengths, one token among them, reuse its two graphs (the first position, then any) and match."""
+    MKL's, the kernels called from C++), the prompt eager; prompts of other lengths, one token among them, reuse its two
+    graphs (the first position, then any) and match."""
     ref, ours = tiny_gpt2(tmp_path)
     torch._dynamo.reset()  # dynamo's state for the lambda's code (automatic dynamic, the recompile limit) would carry over
     ours = quantize.compiled_float32(ours, slow_mv=slow_mv)
