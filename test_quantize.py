@@ -149,6 +149,20 @@ def test_compiled_float32_greedy_still_matches_transformers(tmp_path, slow_mv):
         assert (logits - ref(idx).logits[:, 7:]).abs().max() <= 1e-4
 
 
+@pytest.mark.skipif(not shutil.which(os.environ.get('CXX', 'g++')), reason='torch.compile on a CPU needs a C++ compiler (g++ or $CXX)')
+def test_compiled_float32_keeps_each_models_graphs_and_rows_apart():
+    """compiled_float32 drops dynamo's guards on the model itself: each model's graphs are its own, and the guards on the
+    rows stay. Two models alike but for their biases, in one process, and 2 rows after 1: each greedy run matches eager."""
+    torch._dynamo.reset()
+    for bias in (True, False):  # graphs that took the first model's biases would fail on the second's (None)
+        torch.manual_seed(0)
+        model = GPT(GPTConfig(n_layer=1, n_head=2, n_embd=32, block_size=24, vocab_size=50, bias=bias)).eval()
+        fast = quantize.compiled_float32(copy.deepcopy(model), slow_mv=False)
+        idx = torch.randint(0, 50, (2, 4))
+        for rows in (idx[:1], idx):  # a graph for 1 row run on 2 would read one row's cache
+            assert torch.equal(fast.generate(rows, 12, temperature=0), model.generate(rows, 12, temperature=0))
+
+
 @pytest.fixture(scope='module')
 def trained():
     """A 4 x 128 character model trained for 150 Muon steps on Tiny Shakespeare, and its val windows."""
