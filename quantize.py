@@ -95,7 +95,8 @@ def compiled_float32(model: GPT, slow_mv=SLOW_MV) -> GPT:
     are CPP_GEMM's, whose packed copies double the blocks' weights in memory, and the first tokens wait about a minute for
     the compile (the 124M model, a 2-core Zen3); elsewhere they are MKL's, as fast_float32 lays them out (38-41 s on a Xeon,
     4 s there once inductor's cache, /tmp/torchinductor_$USER, holds the graphs). The options hold only inside these calls:
-    other compiled code in the process keeps its own."""
+    other compiled code in the process keeps its own. Convert last: the step may not see later changes to the model (its
+    modules, dtype, and where slow_mv its weights too)."""
     fast_float32(model, head_only=slow_mv, slow_mv=slow_mv)  # CPP_GEMM packs the blocks' weights itself
     # C++, not Python, calls the graph's kernels: 1.05x on a Xeon for 8 s more cold compile (with CPP_GEMM, on the Xeon:
     # 1.00-1.01x; untried on an AMD)
@@ -108,9 +109,8 @@ def compiled_float32(model: GPT, slow_mv=SLOW_MV) -> GPT:
     # (dynamic=True made the rows symbolic too, and beam search's 3 rows then ran at half eager's speed). Dynamo keeps graphs
     # per code object, so this model gets a copy of its own: no other model's graphs (another compiled_float32, GPT.hidden
     # compiled as in bench.py) are ever tried here, and dynamo's guards on the model itself (its modules' types and flags, its
-    # weights' shapes: 1,770 of 1,870) can go, 0.3 ms a token on a Xeon (1.02x). Those on idx, cache and pos, which tell its
-    # graphs apart (1 row or 3, the first position or any), stay. So the model must stay as it is, its weights changed in
-    # place at most
+    # weights' shapes: 1,790 of 1,870) can go: dynamo's lookup took 76 us a token on a Xeon, not 350 (1.01x). Those on idx,
+    # cache and pos, which tell its graphs apart (1 row or 3, the first position or any), stay
     one.__code__ = one.__code__.replace()
     step = torch.compile(one, options=dict(guard_filter_fn=lambda guards: [not g.name.startswith(('whole', 'type(whole'))
                                                                            for g in guards]))
