@@ -89,38 +89,47 @@ CPP_GEMM = dict(freezing=True, max_autotune=True, max_autotune_gemm_backends='CP
                 autotune_num_choices_displayed=0, max_autotune_report_choices_stats=False)  # quiet: no tables on stderr
 
 
+def guards_off_the_model(guards) -> list[bool]:
+    """compiled_float32's filter of dynamo's guards: those on the step's inputs (idx, cache, pos), which tell its graphs
+    apart (1 row or 3, the first position or any), and on global state (grad mode) stay; those on the model itself (its
+    modules' types, flags and hooks, every weight's shape and dtype: 1,790 of 1,870 a graph) go, since its graphs are its
+    own. Dynamo's lookup then took 76 us a token on a Xeon, not 350 (1.01x). Dynamo names a guard by what it checks, here
+    after the step's closure variable `whole` (`whole...`, `type(whole...)`); should it name them otherwise, none goes."""
+    return [not g.name.startswith(('whole', 'type(whole')) for g in guards]
+
+
 def compiled_float32(model: GPT, slow_mv=SLOW_MV) -> GPT:
     """sample.py --compile=True for a float32 model on a CPU: the one-token step compiled, a prompt run eagerly, once, and
     the head outside the graph, as fast_float32 leaves it (the compiled head read slower). Where slow_mv, the blocks' products
     are CPP_GEMM's, whose packed copies double the blocks' weights in memory, and the first tokens wait about a minute for
     the compile (the 124M model, a 2-core Zen3); elsewhere they are MKL's, as fast_float32 lays them out (38-41 s on a Xeon,
     4 s there once inductor's cache, /tmp/torchinductor_$USER, holds the graphs). The options hold only inside these calls:
-    other compiled code in the process keeps its own. Convert last: the step may not see later changes to the model (its
-    modules, dtype, and where slow_mv its weights too)."""
+    other compiled code in the process keeps its own. Convert last: the compiled step checks its inputs, not the model, so
+    later changes to the model's modules or hooks (and where slow_mv its weights) go unseen."""
+    if 'hidden' in vars(model):
+        raise ValueError('compiled_float32: this model is converted already (its hidden is wrapped): convert a fresh copy')
     fast_float32(model, head_only=slow_mv, slow_mv=slow_mv)  # CPP_GEMM packs the blocks' weights itself
     # C++, not Python, calls the graph's kernels: 1.05x on a Xeon for 8 s more cold compile (with CPP_GEMM, on the Xeon:
     # 1.00-1.01x; untried on an AMD)
-    options = CPP_GEMM if slow_mv else dict(cpp_wrapper=True)
+    inductor_options = CPP_GEMM if slow_mv else dict(cpp_wrapper=True)
     whole = model.hidden
 
-    def one(idx, cache, pos):
+    def one_token(idx, cache, pos):
         return whole(idx, cache, pos)
-    # one token a row: a graph for the first position, then one for any (automatic dynamic), each for a fixed number of rows
-    # (dynamic=True made the rows symbolic too, and beam search's 3 rows then ran at half eager's speed). Dynamo keeps graphs
-    # per code object, so this model gets a copy of its own: no other model's graphs (another compiled_float32, GPT.hidden
-    # compiled as in bench.py) are ever tried here, and dynamo's guards on the model itself (its modules' types and flags, its
-    # weights' shapes: 1,790 of 1,870) can go: dynamo's lookup took 76 us a token on a Xeon, not 350 (1.01x). Those on idx,
-    # cache and pos, which tell its graphs apart (1 row or 3, the first position or any), stay
-    one.__code__ = one.__code__.replace()
-    step = torch.compile(one, options=dict(guard_filter_fn=lambda guards: [not g.name.startswith(('whole', 'type(whole'))
-                                                                           for g in guards]))
+    # one token a row: a graph for the first position, then one for any (automatic dynamic), for the rows it first sees; a
+    # second number of rows gets one more, symbolic in the rows (dynamic=True made them symbolic from the start, and beam
+    # search's 3 rows then ran at half eager's speed). Dynamo keeps graphs per code object, and a nested function's is shared by every call of compiled_float32: replace()
+    # makes this model a copy of its own, so no other model's graphs are ever tried here
+    one_token.__code__ = one_token.__code__.replace()
+    step = torch.compile(one_token, options=dict(guard_filter_fn=guards_off_the_model))
 
     def hidden(idx, cache=None, pos=0):
-        # eager: a prompt, and a one-token prompt too (its empty cache would be a graph of its own), and the window's last
-        # position (there the cache's slice is whole, and inductor compiled a graph for that alone)
-        if idx.size(1) > 1 or not cache or not cache[0] or pos + 1 >= model.config.block_size:
+        # eager: a prompt, and a one-token prompt too (its empty cache would be a graph of its own), the window's last
+        # position (there the cache's slice is whole, and inductor compiled a graph for that alone), and training mode
+        # (the model's flags are not guarded: a graph traced with dropout would keep it)
+        if idx.size(1) > 1 or not cache or not cache[0] or pos + 1 >= model.config.block_size or model.training:
             return whole(idx, cache, pos)
-        with torch._inductor.config.patch(options), warnings.catch_warnings():  # 44 us a call with CPP_GEMM's, ~0.2% of a token
+        with torch._inductor.config.patch(inductor_options), warnings.catch_warnings():  # 44 us a call with CPP_GEMM's, ~0.2%
             warnings.filterwarnings('ignore', 'TypedStorage is deprecated')  # torch's own, from CPP_GEMM's autotuning
             return step(idx, cache, pos)
     model.hidden = hidden

@@ -130,7 +130,7 @@ def test_compiled_float32_greedy_still_matches_transformers(tmp_path, slow_mv):
     MKL's, the kernels called from C++), the prompt eager; prompts of other lengths, one token among them, reuse its two
     graphs (the first position, then any) and match."""
     ref, ours = tiny_gpt2(tmp_path)
-    torch._dynamo.reset()  # dynamo's state for the lambda's code (automatic dynamic, the recompile limit) would carry over
+    torch._dynamo.reset()  # dynamo's automatic-dynamic state for the step's code, kept by its name, would carry over
     ours = quantize.compiled_float32(ours, slow_mv=slow_mv)
     c_fc = ours.transformer.h[0].mlp.c_fc
     assert type(ours.lm_head) is (quantize.SplitLinear if slow_mv else nn.Linear) and type(c_fc) is nn.Linear
@@ -152,15 +152,25 @@ def test_compiled_float32_greedy_still_matches_transformers(tmp_path, slow_mv):
 @pytest.mark.skipif(not shutil.which(os.environ.get('CXX', 'g++')), reason='torch.compile on a CPU needs a C++ compiler (g++ or $CXX)')
 def test_compiled_float32_keeps_each_models_graphs_and_rows_apart():
     """compiled_float32 drops dynamo's guards on the model itself: each model's graphs are its own, and the guards on the
-    rows stay. Two models alike but for their biases, in one process, and 2 rows after 1: each greedy run matches eager."""
-    torch._dynamo.reset()
+    rows stay. Two models alike but for their biases, in one process, and 2 rows after 1: each greedy run matches eager,
+    through graphs of its own. (The CPP_GEMM path, a minute's compile here, filters alike.)"""
+    torch._dynamo.reset()  # the graph count below
     for bias in (True, False):  # graphs that took the first model's biases would fail on the second's (None)
         torch.manual_seed(0)
         model = GPT(GPTConfig(n_layer=1, n_head=2, n_embd=32, block_size=24, vocab_size=50, bias=bias)).eval()
+        nn.init.normal_(model.transformer.wte.weight, std=1.0)  # logits far apart: no near tie for rounding to flip
         fast = quantize.compiled_float32(copy.deepcopy(model), slow_mv=False)
         idx = torch.randint(0, 50, (2, 4))
-        for rows in (idx[:1], idx):  # a graph for 1 row run on 2 would read one row's cache
+        graphs = torch._dynamo.utils.counters['stats']['unique_graphs']
+        for rows in (idx[:1], idx):  # a graph for 1 row handed 2 fails inductor's size check
             assert torch.equal(fast.generate(rows, 12, temperature=0), model.generate(rows, 12, temperature=0))
+        assert torch._dynamo.utils.counters['stats']['unique_graphs'] > graphs  # compiled, not run eagerly
+
+
+def test_compiled_float32_refuses_a_model_converted_already():
+    fast = quantize.compiled_float32(GPT(GPTConfig(n_layer=1, n_head=2, n_embd=32, block_size=8, vocab_size=64)))
+    with pytest.raises(ValueError, match='converted already'):  # a copy too: its hidden would run the original's step
+        quantize.compiled_float32(copy.deepcopy(fast))
 
 
 @pytest.fixture(scope='module')
