@@ -118,9 +118,9 @@ def compiled_float32(model: GPT, slow_mv=SLOW_MV) -> GPT:
         return whole(idx, cache, pos)
     # one token a row: a graph for the first position, then one for any (automatic dynamic), for the rows it first sees; a
     # second number of rows gets one more, symbolic in the rows (dynamic=True made them symbolic from the start, and beam
-    # search's 3 rows then ran at half eager's speed). Dynamo keeps graphs per code object, and a nested function's is shared by every call of compiled_float32: replace()
-    # makes this model a copy of its own, so no other model's graphs are ever tried here
-    one_token.__code__ = one_token.__code__.replace()
+    # search's 3 rows then ran at half eager's speed)
+    one_token.__code__ = one_token.__code__.replace()  # dynamo keeps graphs per code object, and a nested function's is
+    # shared by every call of compiled_float32: this model's copy of its own means no other model's graphs are tried here
     step = torch.compile(one_token, options=dict(guard_filter_fn=guards_off_the_model))
 
     def hidden(idx, cache=None, pos=0):
