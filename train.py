@@ -293,10 +293,8 @@ if ckpt is not None:
     del ckpt
 
 raw_model = model  # plain keys in checkpoints, whatever wraps it
-if compile:
-    model = torch.compile(model)
-if ddp:
-    model = DDP(model, device_ids=[local_rank] if device_type == 'cuda' else None)
+model = torch.compile(model) if compile else model
+model = DDP(model, device_ids=[local_rank] if device_type == 'cuda' else None) if ddp else model
 
 # MFU: against a GPU's datasheet peak (bf16/fp16, fp32 as TF32), or the CPU's measured above
 half, full = next((p for key, p in settings.GPU_PEAKS.items() if device_type == 'cuda' and key in torch.cuda.get_device_name(device)),
@@ -426,8 +424,7 @@ while True:
             **{k: round(v, 4) for k, v in losses.items() if k in ('train_acc', 'val_acc', 'hellaswag')})
         if not math.isfinite(losses['val']):
             die(f"val loss is {losses['val']} at iteration {iter_num}: stopping, saving nothing over {out_dir}/ckpt.pt")
-        improved = losses['val'] < best_val_loss
-        best_val_loss = min(best_val_loss, losses['val'])
+        improved, best_val_loss = losses['val'] < best_val_loss, min(best_val_loss, losses['val'])
         if eval_only:
             break
         if (iter_num > first_iter or iter_num >= max_iters) if always_save_checkpoint else improved:  # (the end evaluates)
@@ -450,8 +447,7 @@ while True:
         loss_sum += loss.detach()
     # the mean loss over all rows of all ranks, whether any rank was asked to stop, and the positions
     # processed (examples are padded to their batch's longest, not to block_size): one all-reduce
-    loss_all, stops, n_tokens = all_sum([float(loss_sum), float(stop_signal is not None), float(x.numel())])
-    loss_all /= world_size
+    loss_all, stops, n_tokens = all_sum([float(loss_sum) / world_size, float(stop_signal is not None), float(x.numel())])
     if not math.isfinite(loss_all):
         die(f'loss is {loss_all} at iteration {iter_num}: stopping before the optimizer step, saving nothing over '
             f'{out_dir}/ckpt.pt (try a lower learning_rate, or dtype=bfloat16/float32)')
@@ -493,8 +489,12 @@ if task == 'classify' and 'test' in examples and not stops:  # the held-out figu
     test = estimate_loss(('test',))
     if master:
         print(f"test accuracy {test['test_acc']:.2%} ({data_len['test']} examples), test loss {test['test']:.4f}")
-if ddp:
-    dist.barrier()  # gloo: destroying the group without a barrier crashed about 1 exit in 4 (torch 2.13)
+code = 128 + signal.Signals[stop_signal or 'SIGTERM'] if stops else 0  # a run stopped by a signal did not finish, as schedulers expect
+if ddp:  # a gloo thread may let go of a collective's tensors after the collective returns; once Python has begun to shut
+    dist.barrier()  # down, that aborts the process (1 exit in ~150, torch 2.13): so every rank exits here, skipping the shutdown
     dist.destroy_process_group()
-if stops:  # a run stopped by a signal did not finish: exit 128 + the signal's number, as schedulers expect
-    raise SystemExit(128 + signal.Signals[stop_signal or 'SIGTERM'])
+    if wandb:
+        wandb.finish()
+    sys.stdout.flush()
+    os._exit(code)
+raise SystemExit(code)
