@@ -93,13 +93,16 @@ def test_split_linear_is_nn_linear_for_any_number_of_rows(width, out, bias, bloc
 
 
 def tiny_gpt2(folder):
-    """A random transformers GPT-2 of 2 layers, 256 wide, 1100 ids and 40 positions, and ours read from its saved folder.
+    """A random transformers GPT-2 (biases too) of 2 layers, 256 wide, 1100 ids and 40 positions, and ours read from its folder.
     n_embd 256: where slow_mv, fast_float32 splits the MLP's weights (256 x 1024) and the head (1100 x 256), never the
     attention's."""
     transformers = pytest.importorskip('transformers')
     torch.manual_seed(0)
     ref = transformers.GPT2LMHeadModel(transformers.GPT2Config(n_layer=2, n_head=4, n_embd=256, n_positions=40,
                                                                vocab_size=1100)).eval()
+    for name, p in ref.named_parameters():  # transformers starts biases at 0, where no test would see one dropped
+        if name.endswith('.bias'):
+            nn.init.normal_(p, std=0.1)
     ref.save_pretrained(folder)
     return ref, GPT.from_pretrained(str(folder)).eval()
 
@@ -133,7 +136,8 @@ def test_compiled_float32_greedy_still_matches_transformers(tmp_path, slow_mv):
     torch._dynamo.reset()  # dynamo's automatic-dynamic state for the step's code, kept by its name, would carry over
     ours = quantize.compiled_float32(ours, slow_mv=slow_mv)
     c_fc = ours.transformer.h[0].mlp.c_fc
-    assert type(ours.lm_head) is (quantize.SplitLinear if slow_mv else nn.Linear) and type(c_fc) is nn.Linear
+    assert type(ours.lm_head) is (quantize.SplitLinear if slow_mv else nn.Linear)
+    assert type(c_fc) is (nn.Linear if slow_mv else quantize.BiasApart) and c_fc.bias is not None
     assert c_fc.weight.t().is_contiguous() != slow_mv  # (in, out) for MKL; CPP_GEMM packs its own copy
     idx = torch.randint(0, 1100, (1, 8), generator=torch.Generator().manual_seed(1))
     graphs = torch._dynamo.utils.counters['stats']['unique_graphs']
