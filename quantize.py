@@ -93,7 +93,7 @@ CPP_GEMM = dict(freezing=True, max_autotune=True, max_autotune_gemm_backends='CP
 class BiasApart(nn.Linear):
     """nn.Linear with the same weight and bias (shared), its bias added after the product, not inside it. Compiled, the sum
     joins the next fused kernel and the product is a plain mm, where nn.Linear's addmm had ATen broadcast and copy the bias
-    into the output first: 4 small ops a projection, 48 a token (compiled float32 1.02-1.07x faster on a Xeon, BENCH.md)."""
+    into the output first: 4 small ops a projection, 48 a token (compiled float32 1.01x faster on a Xeon, BENCH.md)."""
 
     def __init__(self, linear: nn.Linear):
         super().__init__(linear.in_features, linear.out_features, bias=False, device='meta')
