@@ -91,9 +91,9 @@ CPP_GEMM = dict(freezing=True, max_autotune=True, max_autotune_gemm_backends='CP
 
 
 class BiasApart(nn.Linear):
-    """nn.Linear with the same weight and bias (shared), its bias added after the product, not inside it. Compiled, the sum
-    joins the next fused kernel and the product is a plain mm, where nn.Linear's addmm had ATen broadcast and copy the bias
-    into the output first: 4 small ops a projection, 48 a token (compiled float32 1.01x faster on a Xeon, BENCH.md)."""
+    """An nn.Linear with a bias, the same weight and bias (shared), the bias added after the product, not inside it. Compiled,
+    the sum joins the next fused kernel and the product is a plain mm, where nn.Linear's addmm had ATen broadcast and copy
+    the bias into the output first: an expand and a copy a projection, 96 a token (compiled float32 1.01x on a Xeon)."""
 
     def __init__(self, linear: nn.Linear):
         super().__init__(linear.in_features, linear.out_features, bias=False, device='meta')
@@ -116,16 +116,16 @@ def compiled_float32(model: GPT, slow_mv=SLOW_MV) -> GPT:
     """sample.py --compile=True for a float32 model on a CPU: the one-token step compiled, a prompt run eagerly, once, and
     the head outside the graph, as fast_float32 leaves it (the compiled head read slower). Where slow_mv, the blocks' products
     are CPP_GEMM's, whose packed copies double the blocks' weights in memory, and the first tokens wait about a minute for
-    the compile (the 124M model, a 2-core Zen3); elsewhere they are MKL's, as fast_float32 lays them out (38-41 s on a Xeon,
-    4 s there once inductor's cache, /tmp/torchinductor_$USER, holds the graphs). The options hold only inside these calls:
-    other compiled code in the process keeps its own. Convert last: the compiled step checks its inputs, not the model, so
+    the compile (the 124M model, a 2-core Zen3); elsewhere they are MKL's, as fast_float32 lays them out, the biases added
+    apart (BiasApart; 38-41 s on a Xeon, 4 s there once inductor's cache, /tmp/torchinductor_$USER, holds the graphs). The
+    options hold only inside these calls: other compiled code in the process keeps its own. Convert last: the compiled step checks its inputs, not the model, so
     later changes to the model's modules or hooks (and where slow_mv its weights) go unseen."""
     if 'hidden' in vars(model):
         raise ValueError('compiled_float32: this model is converted already (its hidden is wrapped): convert a fresh copy')
     fast_float32(model, head_only=slow_mv, slow_mv=slow_mv)  # CPP_GEMM packs the blocks' weights itself
     for m, n in [] if slow_mv else projections(model):  # (untried with CPP_GEMM's products)
-        if type(getattr(m, n)) is nn.Linear and getattr(m, n).bias is not None:
-            setattr(m, n, BiasApart(getattr(m, n)))
+        if type(lin := getattr(m, n)) is nn.Linear and lin.bias is not None:
+            setattr(m, n, BiasApart(lin))
     # C++, not Python, calls the graph's kernels: 1.05x on a Xeon for 8 s more cold compile (with CPP_GEMM, on the Xeon:
     # 1.00-1.01x; untried on an AMD)
     inductor_options = CPP_GEMM if slow_mv else dict(cpp_wrapper=True)

@@ -107,6 +107,17 @@ def tiny_gpt2(folder):
     return ref, GPT.from_pretrained(str(folder)).eval()
 
 
+def test_bias_apart_is_nn_linear_with_the_same_parameters():
+    torch.manual_seed(0)
+    lin = nn.Linear(24, 40)
+    nn.init.normal_(lin.bias)  # (not 0: a dropped bias must show)
+    apart = quantize.BiasApart(lin)
+    assert apart.weight is lin.weight and apart.bias is lin.bias and apart.state_dict().keys() == lin.state_dict().keys()
+    for shape in [(24,), (1, 24), (0, 24), (2, 3, 24)]:
+        x = torch.randn(shape)
+        assert torch.allclose(apart(x), lin(x), atol=1e-6) and apart(x).shape == (*shape[:-1], 40)
+
+
 @pytest.mark.parametrize('slow_mv', [True, False])  # as on an AMD and on an Intel CPU, whichever this one is
 def test_fast_float32_changes_no_output_and_greedy_still_matches_transformers(tmp_path, slow_mv):
     ref, ours = tiny_gpt2(tmp_path)

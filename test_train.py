@@ -118,7 +118,8 @@ def test_accumulation_equals_big_batch(tmp, accum4):
 
 def test_ddp_two_processes_equals_one(tmp, accum4):
     # 2 ranks x 2 micro-steps of batch 2 = 1 process x 4 micro-steps (the accumulation is the total)
-    train(tmp, 'ddp', '--gradient_accumulation_steps=4', '--batch_size=2', '--max_iters=4', nproc=2)
+    p = train(tmp, 'ddp', '--gradient_accumulation_steps=4', '--batch_size=2', '--max_iters=4', nproc=2)
+    assert 'saved checkpoint at iteration 4' in p.stdout  # rank 0's last line, printed before it leaves by os._exit
     c = ckpt(tmp, 'ddp')
     assert c['world_size'] == 2 and len(c['rng']) == 2
     assert_same_weights(c['model'], accum4['model'])

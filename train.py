@@ -489,12 +489,12 @@ if task == 'classify' and 'test' in examples and not stops:  # the held-out figu
     test = estimate_loss(('test',))
     if master:
         print(f"test accuracy {test['test_acc']:.2%} ({data_len['test']} examples), test loss {test['test']:.4f}")
-code = 128 + signal.Signals[stop_signal or 'SIGTERM'] if stops else 0  # a run stopped by a signal did not finish, as schedulers expect
-if ddp:  # a gloo thread may let go of a collective's tensors after the collective returns; once Python has begun to shut
-    dist.barrier()  # down, that aborts the process (1 exit in ~150, torch 2.13): so every rank exits here, skipping the shutdown
-    dist.destroy_process_group()
+code = 128 + signal.Signals[stop_signal or 'SIGTERM'] if stops else 0  # stopped by a signal: not finished, for schedulers
+if ddp:  # a gloo thread may free a collective's tensors after it returns; once Python shuts down, that aborts the process
+    dist.barrier()  # (1 exit in ~120, torch 2.13): ranks leave by os._exit, without exit hooks (die's errors still shut down)
+    dist.destroy_process_group()  # (without the barrier before it, 1 exit in 4 crashed)
     if wandb:
-        wandb.finish()
+        wandb.finish(exit_code=code)
     sys.stdout.flush()
     os._exit(code)
 raise SystemExit(code)
