@@ -118,8 +118,9 @@ def compiled_float32(model: GPT, slow_mv=SLOW_MV) -> GPT:
     are CPP_GEMM's, whose packed copies double the blocks' weights in memory, and the first tokens wait about a minute for
     the compile (the 124M model, a 2-core Zen3); elsewhere they are MKL's, as fast_float32 lays them out, the biases added
     apart (BiasApart; 38-41 s on a Xeon, 4 s there once inductor's cache, /tmp/torchinductor_$USER, holds the graphs). The
-    options hold only inside these calls: other compiled code in the process keeps its own. Convert last: the compiled step checks its inputs, not the model, so
-    later changes to the model's modules or hooks (and where slow_mv its weights) go unseen."""
+    options hold only inside these calls: other compiled code in the process keeps its own. Convert last: the compiled step
+    checks its inputs, not the model, so later changes to the model's modules or hooks (and where slow_mv its weights) go
+    unseen."""
     if 'hidden' in vars(model):
         raise ValueError('compiled_float32: this model is converted already (its hidden is wrapped): convert a fresh copy')
     fast_float32(model, head_only=slow_mv, slow_mv=slow_mv)  # CPP_GEMM packs the blocks' weights itself
